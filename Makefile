@@ -1,0 +1,70 @@
+# rsdl: one entry point for install, test, demo, lint, bench, zip and deploy.
+# On a fresh Debian machine `make demo` and `make test` are all a newcomer types:
+# both install what is missing first.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+SYSTEM_PY   := /usr/bin/python3
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-venv gdal-bin xvfb xauth
+REQUIREMENTS := requirements/dev.txt requirements/plugin.txt requirements/constraints.txt
+INSTALL_STAMP := $(VENV)/.rsdl-installed
+DIST        := dist
+PLUGIN_ZIP  := $(DIST)/rsdl_qgis_plugin.zip
+QGIS_PROFILE ?= default
+QGIS_PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
+DEMO_DIR    ?= demo_output
+PYTEST_ARGS ?=
+
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: help install apt-packages test demo lint bench zip deploy clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+apt-packages: ## Install QGIS, GDAL and Xvfb from Debian packages when any is missing
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(INSTALL_STAMP): $(REQUIREMENTS) Makefile
+	@$(MAKE) --no-print-directory apt-packages
+	@test -x $(PY) || $(SYSTEM_PY) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt -r requirements/plugin.txt
+	@touch $@
+
+install: ## Install apt packages, the .venv and pinned pip packages (idempotent, seconds when done)
+	@$(MAKE) --no-print-directory apt-packages
+	@$(MAKE) --no-print-directory $(INSTALL_STAMP)
+	@echo "install: up to date ($(VENV), QGIS $$($(SYSTEM_PY) -c 'from qgis.core import Qgis; print(Qgis.QGIS_VERSION)'))"
+
+test: install ## Run every test suite: unit, QGIS (pytest-qgis) and qgis_process end-to-end
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install ## Generate a sample scene, rasterize its labels and export training chips (DEMO_DIR=...)
+	$(PY) scripts/demo.py $(DEMO_DIR)
+
+lint: install ## ruff lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: install ## Benchmarks: rasterization time vs gdal_rasterize and peak memory (BENCH_SIZE=...)
+	$(PY) tests/bench/bench_rasterize.py $(if $(BENCH_SIZE),--size $(BENCH_SIZE))
+
+zip: install ## Build the installable plugin zip in dist/
+	$(PY) scripts/build_plugin.py zip $(PLUGIN_ZIP)
+
+deploy: install ## Install the plugin into a QGIS profile (QGIS_PROFILE=default)
+	$(PY) scripts/build_plugin.py deploy "$(QGIS_PLUGINS_DIR)"
+
+clean: ## Remove build outputs (keeps the .venv)
+	rm -rf $(DIST) build $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,51 @@
+"""Class-distribution bar chart (PNG), shared by the plugin's reports and training.
+
+matplotlib is imported lazily with the Agg backend: it is optional, and QGIS's Qt must never be
+touched by it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .atomic_output import atomic_file
+from .errors import RsdlError
+
+
+def write_class_chart(
+    rows: list[dict[str, object]], path: str | os.PathLike, title: str = "Class distribution"
+) -> Path:
+    """Bar chart of pixel counts per class (rows as from ``ClassStatistics.as_table``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise RsdlError(
+            "The class chart needs matplotlib, which this Python lacks; install it "
+            "(python3 -m pip install matplotlib) or leave the chart output empty."
+        ) from error
+
+    names = [str(row["name"]) for row in rows]
+    pixels = [int(row["pixels"]) for row in rows]
+    colors = [str(row.get("color", "#4c72b0")) for row in rows]
+    figure = Figure(figsize=(max(4.0, 0.9 * len(rows) + 2.0), 3.6), dpi=120)
+    axes = figure.add_subplot()
+    bars = axes.bar(names, pixels, color=colors, edgecolor="#333333")
+    total = sum(pixels) or 1
+    for bar, count in zip(bars, pixels):
+        axes.annotate(
+            f"{count:,}\n{100.0 * count / total:.1f}%",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center", va="bottom", fontsize=8,
+        )  # fmt: skip
+    axes.set_ylabel("pixels")
+    axes.set_title(title)
+    axes.margins(y=0.25)
+    axes.tick_params(axis="x", labelrotation=30 if len(rows) > 4 else 0)
+    figure.tight_layout()
+    with atomic_file(path, sidecars=()) as temp:
+        figure.savefig(temp, format="png")
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Desktop GUI pieces (toolbar actions); the only package that touches iface."""

@@ -1,0 +1,1 @@
+"""The rsdl Processing provider and its algorithms."""

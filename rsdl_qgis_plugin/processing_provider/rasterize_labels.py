@@ -1,0 +1,177 @@
+"""rsdl:rasterizelabels: vector labels to a class mask on a raster's grid."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from osgeo import gdal
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..core.errors import RsdlError
+from ..core.grid import RasterGrid
+from ..core.label_rules import OVERLAP_RULE_DESCRIPTIONS, OverlapRule
+from ..qgis_io.raster_grid import grid_from_extent, grid_from_raster_layer, open_gdal
+from .base_algorithm import RsdlAlgorithm
+from .label_parameters import LabelParameters
+from .layer_styling import ClassRasterStyler
+from .reports import report_class_statistics
+
+
+class RasterizeLabelsAlgorithm(RsdlAlgorithm):
+    NAME = "rasterizelabels"
+    DISPLAY_NAME = "Rasterize labels to a class mask"
+    GROUP = "Training data"
+    GROUP_ID = "trainingdata"
+    DESCRIPTION = (
+        "Burns vector labels into a class mask that takes the exact grid (extent, pixel size, "
+        "CRS) of a reference raster, or of an extent and pixel size. Classes come from a "
+        "numeric or text field, from a constant, or from the layer (one class per layer, named "
+        "after it). Vectors are reprojected to the grid, invalid geometries repaired, and "
+        "lines/points buffered. Pixels under no label get the background value (or the ignore "
+        "value for sparse samples); reference nodata becomes the ignore value, which is also "
+        "the mask's nodata. The mask is the smallest unsigned type that fits, with a colour "
+        "table and class names, and is written in blocks."
+    )
+
+    INPUT = "INPUT"
+    REFERENCE = "REFERENCE"
+    EXTENT = "EXTENT"
+    PIXEL_SIZE = "PIXEL_SIZE"
+    TARGET_CRS = "TARGET_CRS"
+    ALL_TOUCHED = "ALL_TOUCHED"
+    OUTPUT = "OUTPUT"
+    STATISTICS = "STATISTICS"
+    CHART = "CHART"
+    CLASS_STATISTICS = "CLASS_STATISTICS"
+    REPAIRED_GEOMETRIES = "REPAIRED_GEOMETRIES"
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(
+                self.INPUT, self.tr("Label layers"), QgsProcessing.TypeVectorAnyGeometry
+            ),
+            "One or more vector layers of labels (polygons, lines or points), in any CRS. "
+            "Without FIELD or BURN_VALUE each layer is one class: values 1, 2, ... in the order "
+            "given, named after the layer (e.g. the layers of a multi-layer GeoPackage).",
+        )
+        LabelParameters.add_class_parameters(self)
+        self.add_parameter(
+            QgsProcessingParameterRasterLayer(
+                self.REFERENCE, self.tr("Reference raster (grid)"), optional=True
+            ),
+            "The mask takes this raster's exact grid: extent, pixel size, CRS and shape. Its "
+            "nodata pixels become the ignore value. Leave empty to give EXTENT and PIXEL_SIZE.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (without reference)"), optional=True),
+            "Grid extent when no REFERENCE is given, e.g. 'xmin,xmax,ymin,ymax [EPSG:32636]'. "
+            "The grid starts at the extent's top-left corner.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.PIXEL_SIZE, self.tr("Pixel size (without reference)"),
+                QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
+            ),  # fmt: skip
+            "Pixel size in the units of the grid CRS when no REFERENCE is given.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterCrs(self.TARGET_CRS, self.tr("Grid CRS (without reference)"), optional=True),
+            "CRS of the grid when no REFERENCE is given; defaults to the extent's CRS.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterBoolean(self.ALL_TOUCHED, self.tr("Burn all touched pixels"), defaultValue=False),
+            "Off: a pixel is burnt when its centre lies inside a label (as gdal_rasterize). "
+            "On: every pixel a label touches is burnt (gdal_rasterize -at).",
+        )
+        LabelParameters.add_value_parameters(self)
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                LabelParameters.OVERLAP_RULE, self.tr("Where labels overlap"),
+                options=[OVERLAP_RULE_DESCRIPTIONS[rule] for rule in OverlapRule],
+                defaultValue=int(OverlapRule.LAST_FEATURE),
+            ),  # fmt: skip
+            "Which class a pixel takes where labels overlap: the last feature drawn (layers in "
+            "the order given, features in layer order; gdal_rasterize's rule), the highest class "
+            "value, or the lowest.",
+        )
+        LabelParameters.add_buffer_parameters(self)
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Label mask")),
+            "The class mask (GeoTIFF, DEFLATE-compressed), with a colour table, class names and "
+            "the ignore value as nodata. A style file (.qml) is written beside it.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                self.STATISTICS, self.tr("Class statistics (JSON)"), "JSON files (*.json)",
+                optional=True, createByDefault=False,
+            ),  # fmt: skip
+            "Optional JSON file with per-class pixel counts, shares and suggested class weights.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                self.CHART, self.tr("Class distribution chart (PNG)"), "PNG files (*.png)",
+                optional=True, createByDefault=False,
+            ),  # fmt: skip
+            "Optional bar chart of pixels per class (needs matplotlib).",
+        )
+        self.addOutput(QgsProcessingOutputString(self.CLASS_STATISTICS, self.tr("Class statistics")))
+        self.addOutput(QgsProcessingOutputNumber(self.REPAIRED_GEOMETRIES, self.tr("Repaired geometries")))
+
+    def _grid(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[RasterGrid, gdal.Dataset | None]:
+        """The output grid (and the reference dataset, for its nodata) from the parameters."""
+        reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
+        if reference is not None:
+            return grid_from_raster_layer(reference), open_gdal(reference)
+        if parameters.get(self.EXTENT) in (None, "") or parameters.get(self.PIXEL_SIZE) in (None, ""):
+            raise RsdlError(
+                "Give a REFERENCE raster, or an EXTENT and a PIXEL_SIZE for the output grid."
+            )
+        crs = self.parameterAsCrs(parameters, self.TARGET_CRS, context)
+        if not crs.isValid():
+            crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+        extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
+        pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
+        return grid_from_extent(extent, crs, pixel_size), None
+
+    def run(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        labels = LabelParameters.read(self, parameters, context)
+        grid, reference = self._grid(parameters, context)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        all_touched = self.parameterAsBoolean(parameters, self.ALL_TOUCHED, context)
+        mask = labels.burn(grid, reference, output, all_touched, context, feedback)
+
+        statistics_path = self.parameterAsFileOutput(parameters, self.STATISTICS, context)
+        chart_path = self.parameterAsFileOutput(parameters, self.CHART, context)
+        table = report_class_statistics(mask.classes, mask.statistics, mask.values, feedback, statistics_path, chart_path)
+
+        if context.willLoadLayerOnCompletion(output):
+            details = context.layerToLoadOnCompletionDetails(output)
+            details.setPostProcessor(ClassRasterStyler.create(mask.classes, mask.values))
+        return {
+            self.OUTPUT: output,
+            self.STATISTICS: statistics_path or None,
+            self.CHART: chart_path or None,
+            self.CLASS_STATISTICS: json.dumps(table),
+            self.REPAIRED_GEOMETRIES: mask.repaired,
+        }

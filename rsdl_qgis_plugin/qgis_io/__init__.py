@@ -1,0 +1,1 @@
+"""Adapters between QGIS layers / GDAL and the QGIS-free core."""

@@ -1,0 +1,181 @@
+"""Burn prepared labels into a label-mask GeoTIFF, streaming block by block.
+
+GDAL rasterizes into an uncompressed temporary GeoTIFF in chunks of rows (bounded by its block
+cache, so a 20,000 x 20,000 grid never needs a full-size array). A second pass over row blocks
+turns the reference raster's nodata into the ignore value and counts classes. A final copy
+compresses it and adds the colour table, class names and nodata value; only then is the file
+renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, gdal_array, ogr
+from qgis.core import QgsFeedback
+
+from ..core.atomic_output import atomic_file, temporary_sibling
+from ..core.class_statistics import ClassStatistics
+from ..core.grid import RasterGrid
+from ..core.label_rules import LabelClass, MaskValues, hex_to_rgb, smallest_unsigned_dtype
+from .gdal_calls import check_gdal, progress_callback, raise_if_cancelled
+from .label_features import BURN_FIELD
+
+CLASSES_METADATA_KEY = "RSDL_CLASSES"
+MASK_VALUES_METADATA_KEY = "RSDL_MASK_VALUES"
+ROWS_PER_PASS = 512
+OUTPUT_CREATION_OPTIONS = ["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"]
+
+
+@dataclass(frozen=True)
+class BurnOptions:
+    all_touched: bool = False
+
+
+def _burn(dataset: gdal.Dataset, labels: ogr.Layer, options: BurnOptions, feedback: QgsFeedback | None) -> None:
+    rasterize_options = [f"ATTRIBUTE={BURN_FIELD}"]
+    if options.all_touched:
+        rasterize_options.append("ALL_TOUCHED=TRUE")
+    result = gdal.RasterizeLayer(
+        dataset,
+        [1],
+        labels,
+        options=rasterize_options,
+        callback=progress_callback(feedback, 0.0, 70.0),
+    )
+    check_gdal(result == gdal.CE_None, "Rasterizing the labels", feedback)
+
+
+def _nodata_mask_rows(reference: gdal.Dataset, row: int, rows: int) -> np.ndarray:
+    """True where every band of the reference raster is nodata (or masked) in these rows."""
+    nodata = np.ones((rows, reference.RasterXSize), dtype=bool)
+    for index in range(1, reference.RasterCount + 1):
+        mask = reference.GetRasterBand(index).GetMaskBand()
+        nodata &= mask.ReadAsArray(0, row, reference.RasterXSize, rows) == 0
+        if not nodata.any():
+            break
+    return nodata
+
+
+def _has_nodata(reference: gdal.Dataset) -> bool:
+    return any(
+        reference.GetRasterBand(i).GetMaskFlags() != gdal.GMF_ALL_VALID
+        for i in range(1, reference.RasterCount + 1)
+    )
+
+
+def _apply_ignore_and_count(
+    dataset: gdal.Dataset,
+    reference: gdal.Dataset | None,
+    values: MaskValues,
+    feedback: QgsFeedback | None,
+) -> ClassStatistics:
+    band = dataset.GetRasterBand(1)
+    statistics = ClassStatistics(values.ignore_value)
+    use_reference = reference is not None and _has_nodata(reference)
+    height = dataset.RasterYSize
+    for row in range(0, height, ROWS_PER_PASS):
+        raise_if_cancelled(feedback)
+        rows = min(ROWS_PER_PASS, height - row)
+        block = band.ReadAsArray(0, row, dataset.RasterXSize, rows)
+        if use_reference:
+            nodata = _nodata_mask_rows(reference, row, rows)
+            if nodata.any():
+                block[nodata] = values.ignore_value
+                check_gdal(band.WriteArray(block, 0, row) == gdal.CE_None, "Writing the mask", feedback)
+        statistics.add_block(block)
+        if feedback is not None:
+            feedback.setProgress(70.0 + 20.0 * (row + rows) / height)
+    return statistics
+
+
+def _describe_classes(band: gdal.Band, dataset: gdal.Dataset, classes: list[LabelClass], values: MaskValues) -> None:
+    """Colour table, category names and JSON metadata, so the mask opens styled and named."""
+    table = gdal.ColorTable()
+    top = max([c.value for c in classes] + [values.background_value, values.ignore_value])
+    names = [""] * (top + 1) if top < 65536 else None
+    if not values.unlabelled_is_ignore:
+        table.SetColorEntry(values.background_value, (0, 0, 0, 255))
+        if names is not None:
+            names[values.background_value] = "background"
+    table.SetColorEntry(values.ignore_value, (0, 0, 0, 0))
+    for label_class in classes:
+        table.SetColorEntry(label_class.value, (*hex_to_rgb(label_class.color), 255))
+        if names is not None:
+            names[label_class.value] = label_class.name
+    if dataset.GetRasterBand(1).DataType in (gdal.GDT_Byte, gdal.GDT_UInt16):
+        band.SetColorTable(table)
+    if names is not None:
+        band.SetCategoryNames(names)
+    band.SetNoDataValue(values.ignore_value)
+    dataset.SetMetadataItem(
+        CLASSES_METADATA_KEY,
+        json.dumps({str(c.value): {"name": c.name, "color": c.color} for c in classes}),
+    )
+    dataset.SetMetadataItem(
+        MASK_VALUES_METADATA_KEY,
+        json.dumps(
+            {
+                "background": None if values.unlabelled_is_ignore else values.background_value,
+                "ignore": values.ignore_value,
+            }
+        ),
+    )
+
+
+def write_label_mask(
+    labels: ogr.Layer,
+    classes: list[LabelClass],
+    grid: RasterGrid,
+    values: MaskValues,
+    options: BurnOptions,
+    output_path: str | Path,
+    reference: gdal.Dataset | None = None,
+    feedback: QgsFeedback | None = None,
+) -> ClassStatistics:
+    """Write the label mask GeoTIFF at ``output_path``; returns per-class pixel counts."""
+    dtype = smallest_unsigned_dtype(
+        [c.value for c in classes] + [values.background_value, values.ignore_value]
+    )
+    gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(dtype)
+    with atomic_file(output_path) as final_temp:
+        raw_path = temporary_sibling(Path(output_path))
+        driver = gdal.GetDriverByName("GTiff")
+        gdal.ErrorReset()
+        try:
+            raw = driver.Create(
+                str(raw_path), grid.width, grid.height, 1, gdal_type,
+                ["TILED=YES", "BIGTIFF=IF_SAFER", "SPARSE_OK=TRUE"],
+            )  # fmt: skip
+            check_gdal(raw is not None, f"Creating '{raw_path}'", feedback)
+            raw.SetGeoTransform(grid.geotransform)
+            raw.SetProjection(grid.crs_wkt)
+            check_gdal(
+                raw.GetRasterBand(1).Fill(values.unlabelled_value) == gdal.CE_None,
+                "Initialising the mask",
+                feedback,
+            )
+            _burn(raw, labels, options, feedback)
+            statistics = _apply_ignore_and_count(raw, reference, values, feedback)
+            raw.FlushCache()
+            check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, "Writing the mask", feedback)
+
+            final = gdal.Translate(
+                str(final_temp),
+                raw,
+                format="GTiff",
+                creationOptions=OUTPUT_CREATION_OPTIONS,
+                callback=progress_callback(feedback, 90.0, 100.0),
+            )
+            check_gdal(final is not None, f"Writing '{output_path}'", feedback)
+            _describe_classes(final.GetRasterBand(1), final, classes, values)
+            final.FlushCache()
+            final = None
+            check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{output_path}'", feedback)
+        finally:
+            raw = None
+            raw_path.unlink(missing_ok=True)
+    return statistics

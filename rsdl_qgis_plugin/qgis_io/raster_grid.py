@@ -1,0 +1,66 @@
+"""Raster grids from QGIS layers and extents."""
+
+from __future__ import annotations
+
+from osgeo import gdal
+from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer, QgsRectangle
+
+from ..core.errors import GridError
+from ..core.grid import RasterGrid
+
+
+def gdal_source(layer: QgsRasterLayer) -> str:
+    """The GDAL dataset name of a raster layer; refuses layers GDAL cannot open (WMS, XYZ...)."""
+    if layer.providerType() != "gdal":
+        raise GridError(
+            f"Raster layer '{layer.name()}' comes from the '{layer.providerType()}' provider; "
+            "this needs a raster file (GeoTIFF, VRT...). Save the layer as a GeoTIFF first."
+        )
+    return layer.source()
+
+
+def open_gdal(layer: QgsRasterLayer) -> gdal.Dataset:
+    """Open a raster layer's file with GDAL, read-only, with a clear error on failure."""
+    source = gdal_source(layer)
+    try:
+        dataset = gdal.Open(source, gdal.GA_ReadOnly)
+    except RuntimeError as error:
+        raise GridError(f"GDAL cannot read raster '{source}': {error}") from error
+    if dataset is None:
+        raise GridError(f"GDAL cannot read raster '{source}'; is the file complete?")
+    return dataset
+
+
+def grid_from_raster_layer(layer: QgsRasterLayer) -> RasterGrid:
+    """The exact pixel grid of a raster layer, read from its file's geotransform."""
+    if not layer.crs().isValid():
+        raise GridError(
+            f"Raster layer '{layer.name()}' has no CRS; assign one "
+            "(Raster > Projections > Assign Projection) and try again."
+        )
+    dataset = open_gdal(layer)
+    geotransform = tuple(dataset.GetGeoTransform(can_return_null=True) or ())
+    if len(geotransform) != 6:
+        raise GridError(f"Raster layer '{layer.name()}' has no georeferencing (no geotransform).")
+    return RasterGrid(
+        dataset.RasterXSize,
+        dataset.RasterYSize,
+        geotransform,
+        layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
+    )
+
+
+def grid_from_extent(
+    extent: QgsRectangle, crs: QgsCoordinateReferenceSystem, pixel_size: float
+) -> RasterGrid:
+    """A grid covering an extent at a pixel size, in a CRS."""
+    if not crs.isValid():
+        raise GridError("Choose a valid CRS for the output grid.")
+    return RasterGrid.from_extent(
+        extent.xMinimum(),
+        extent.yMinimum(),
+        extent.xMaximum(),
+        extent.yMaximum(),
+        pixel_size,
+        crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
+    )

@@ -1,0 +1,51 @@
+"""Paletted styles for class rasters: one colour and name per class, ignore transparent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qgis.core import QgsPalettedRasterRenderer, QgsRasterDataProvider, QgsRasterLayer
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtXml import QDomDocument
+
+from ..core.atomic_output import temporary_sibling
+from ..core.label_rules import LabelClass, MaskValues
+
+
+def class_renderer(
+    provider: QgsRasterDataProvider, classes: list[LabelClass], values: MaskValues
+) -> QgsPalettedRasterRenderer:
+    """A paletted renderer naming every class; background black, ignore left out (transparent)."""
+    entries = []
+    if not values.unlabelled_is_ignore and values.background_value not in {c.value for c in classes}:
+        entries.append(
+            QgsPalettedRasterRenderer.Class(values.background_value, QColor(0, 0, 0), "background")
+        )
+    entries += [QgsPalettedRasterRenderer.Class(c.value, QColor(c.color), c.name) for c in classes]
+    return QgsPalettedRasterRenderer(provider, 1, entries)
+
+
+def style_class_layer(layer: QgsRasterLayer, classes: list[LabelClass], values: MaskValues) -> None:
+    """Give a loaded class raster layer its paletted style."""
+    layer.setRenderer(class_renderer(layer.dataProvider(), classes, values))
+    layer.triggerRepaint()
+
+
+def write_class_style(raster_path: str | os.PathLike, classes: list[LabelClass], values: MaskValues) -> Path:
+    """Write the QGIS default-style sidecar (``<name>.qml``), so the raster opens styled."""
+    raster = Path(raster_path)
+    layer = QgsRasterLayer(str(raster), raster.stem, "gdal")
+    style_class_layer(layer, classes, values)
+    document = QDomDocument()
+    error = layer.exportNamedStyle(document)
+    if error:
+        raise RuntimeError(f"Could not build the style of '{raster}': {error}")
+    qml = raster.with_suffix(".qml")
+    temp = temporary_sibling(qml)
+    try:
+        temp.write_text(document.toString(), encoding="utf-8")
+        os.replace(temp, qml)
+    finally:
+        temp.unlink(missing_ok=True)
+    return qml

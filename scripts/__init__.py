@@ -1,0 +1,1 @@
+"""Developer scripts (build, demo, sample data); importable by the tests."""

@@ -1,0 +1,86 @@
+"""Run ``qgis_process`` with the rsdl plugin enabled, coping with Debian's broken wrapper.
+
+Debian's ``qgis_process`` script passes ``--noversioncheck``, which the 3.22 binary rejects;
+the binary it wraps (``qgis_process.bin``) works, so it is preferred when present. Each runner
+uses its own HOME, so enabling the plugin never touches the user's QGIS profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+
+def qgis_process_executable() -> str:
+    """Path of a working qgis_process: ``qgis_process.bin`` beside the wrapper when it exists."""
+    wrapper = shutil.which("qgis_process")
+    if wrapper:
+        binary = Path(wrapper).with_name("qgis_process.bin")
+        return str(binary) if binary.exists() else wrapper
+    binary = shutil.which("qgis_process.bin")
+    if binary:
+        return binary
+    raise FileNotFoundError("qgis_process was not found; install QGIS (make install).")
+
+
+class QgisProcess:
+    """qgis_process with the plugin from ``plugin_parent`` (the folder holding rsdl_qgis_plugin)."""
+
+    def __init__(self, plugin_parent: Path, home: Path) -> None:
+        self.executable = qgis_process_executable()
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(0o700)  # Qt refuses a runtime directory others can read
+        self.env = dict(os.environ)
+        self.env.update(
+            HOME=str(home),
+            XDG_RUNTIME_DIR=str(home),
+            QGIS_PLUGINPATH=str(plugin_parent),
+            QT_QPA_PLATFORM="offscreen",
+            # qgis_process embeds the system Python: let it see the venv's packages.
+            PYTHONPATH=os.pathsep.join(
+                p for p in (sysconfig.get_paths()["purelib"], os.environ.get("PYTHONPATH", "")) if p
+            ),
+        )
+        self.enabled = False
+
+    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        """Run ``qgis_process ARGS`` and return the completed process (text output)."""
+        if not self.enabled and args[:1] != ("plugins",):
+            self.enable_plugin()
+        result = subprocess.run(
+            [self.executable, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"qgis_process {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
+        return result
+
+    def enable_plugin(self) -> None:
+        result = self.run("plugins", "enable", "rsdl_qgis_plugin", check=False)
+        if result.returncode != 0 and "already enabled" not in result.stdout + result.stderr:
+            raise RuntimeError(f"Enabling the plugin failed:\n{result.stdout}\n{result.stderr}")
+        self.enabled = True
+
+    def run_algorithm(self, algorithm: str, parameters: dict[str, Any], check: bool = True) -> dict[str, Any]:
+        """Run an algorithm with ``--json``; returns the parsed JSON (``results``, ``log``...)."""
+        args = ["run", algorithm, "--json", "--"]
+        for name, value in parameters.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            args += [f"{name}={item}" for item in values]
+        result = self.run(*args, check=check)
+        if result.returncode != 0:
+            return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+        start = result.stdout.find("{")
+        return json.loads(result.stdout[start:])
+
+
+if __name__ == "__main__":
+    print(qgis_process_executable(), file=sys.stdout)
