@@ -1,7 +1,7 @@
 """What every rsdl algorithm shares: naming, help text built from parameter help, and errors.
 
 Algorithms keep no per-run state on ``self`` (they run in batch mode and the Modeler), declare
-parameters in ``initAlgorithm`` and compute in ``run``. An ``RsdlError`` raised anywhere below
+parameters in ``initAlgorithm`` and compute in ``compute`` (QgsProcessingAlgorithm.run is taken). An ``RsdlError`` raised anywhere below
 becomes a ``QgsProcessingException`` with the same message.
 """
 
@@ -23,7 +23,7 @@ from ..core.errors import RsdlError
 
 
 class RsdlAlgorithm(QgsProcessingAlgorithm):
-    """Base class: subclasses set NAME, DISPLAY_NAME, GROUP, GROUP_ID, DESCRIPTION and run()."""
+    """Base class: subclasses set NAME, DISPLAY_NAME, GROUP, GROUP_ID, DESCRIPTION and compute()."""
 
     NAME = ""
     DISPLAY_NAME = ""
@@ -73,11 +73,11 @@ class RsdlAlgorithm(QgsProcessingAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         try:
-            return self.run(parameters, context, feedback)
+            return self.compute(parameters, context, feedback)
         except RsdlError as error:
             raise QgsProcessingException(str(error)) from error
 
-    def run(
+    def compute(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,

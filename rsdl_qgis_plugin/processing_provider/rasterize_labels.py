@@ -152,7 +152,7 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
         pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
         return grid_from_extent(extent, crs, pixel_size), None
 
-    def run(
+    def compute(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         labels = LabelParameters.read(self, parameters, context)

@@ -148,7 +148,7 @@ def write_label_mask(
         try:
             raw = driver.Create(
                 str(raw_path), grid.width, grid.height, 1, gdal_type,
-                ["TILED=YES", "BIGTIFF=IF_SAFER", "SPARSE_OK=TRUE"],
+                ["TILED=YES", "BIGTIFF=IF_SAFER"],
             )  # fmt: skip
             check_gdal(raw is not None, f"Creating '{raw_path}'", feedback)
             raw.SetGeoTransform(grid.geotransform)
@@ -160,6 +160,9 @@ def write_label_mask(
             )
             _burn(raw, labels, options, feedback)
             statistics = _apply_ignore_and_count(raw, reference, values, feedback)
+            # Before the copy: GTiff's CreateCopy leaves out tiles that equal the nodata value
+            # (or 0 without one), so the target must know its nodata value from the start.
+            _describe_classes(raw.GetRasterBand(1), raw, classes, values)
             raw.FlushCache()
             check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, "Writing the mask", feedback)
 
@@ -171,11 +174,11 @@ def write_label_mask(
                 callback=progress_callback(feedback, 90.0, 100.0),
             )
             check_gdal(final is not None, f"Writing '{output_path}'", feedback)
-            _describe_classes(final.GetRasterBand(1), final, classes, values)
             final.FlushCache()
             final = None
             check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{output_path}'", feedback)
         finally:
             raw = None
-            raw_path.unlink(missing_ok=True)
+            for path in (raw_path, Path(f"{raw_path}.aux.xml")):
+                path.unlink(missing_ok=True)
     return statistics
