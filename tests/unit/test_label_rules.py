@@ -1,0 +1,86 @@
+"""Label rules, class statistics and grids (QGIS-free core)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.errors import GridError, LabelValueError
+from rsdl_qgis_plugin.core.grid import RasterGrid
+from rsdl_qgis_plugin.core.label_rules import (
+    LabelClass,
+    MaskValues,
+    assign_text_class_values,
+    check_classes_against_mask_values,
+    class_value_from_number,
+    default_class_color,
+    smallest_unsigned_dtype,
+)
+
+
+@pytest.mark.parametrize("raw, expected", [(3, 3), (4.0, 4), (np.int64(7), 7), (0, 0)])
+def test_numeric_class_values(raw, expected):
+    assert class_value_from_number(raw, "cls", "layer") == expected
+
+
+@pytest.mark.parametrize("raw", [1.5, -1, float("nan"), "3", True, 2**40])
+def test_non_class_values_are_refused_with_the_field_named(raw):
+    with pytest.raises(LabelValueError, match="'cls' of layer 'roads'"):
+        class_value_from_number(raw, "cls", "roads")
+
+
+def test_text_classes_sorted_and_skip_reserved_values():
+    assert assign_text_class_values(["water", "building", "road", "water"], reserved={0, 2}) == {
+        "building": 1,
+        "road": 3,
+        "water": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    "values, dtype", [([0, 255], np.uint8), ([256], np.uint16), ([65535], np.uint16), ([65536], np.uint32)]
+)
+def test_smallest_unsigned_dtype(values, dtype):
+    assert smallest_unsigned_dtype(values) == np.dtype(dtype)
+
+
+def test_mask_values_conflicts():
+    with pytest.raises(LabelValueError, match="both 7"):
+        MaskValues(background_value=7, ignore_value=7)
+    assert MaskValues(background_value=0, ignore_value=0, unlabelled_is_ignore=True).unlabelled_value == 0
+    with pytest.raises(LabelValueError, match="ignore"):
+        check_classes_against_mask_values([LabelClass(255, "x", "#000000")], MaskValues())
+
+
+def test_named_colours_follow_conventions():
+    assert default_class_color("water", 9) == "#1f78b4"
+    assert default_class_color("cls_forest_smpls", 1) == "#1b7837"
+    assert default_class_color("thing", 1) != default_class_color("other", 2)
+
+
+def test_class_statistics_counts_and_balanced_weights():
+    statistics = ClassStatistics(ignore_value=255)
+    statistics.add_block(np.array([[0, 0, 0, 1], [1, 2, 255, 255]], dtype=np.uint8))
+    statistics.add_block(np.array([[2, 2]], dtype=np.uint16))
+    assert statistics.counts == {0: 3, 1: 2, 2: 3}
+    assert statistics.ignored == 2
+    weights = statistics.suggested_weights([0, 1, 2, 3])
+    # sklearn's 'balanced' rule: n_samples / (n_classes * count); an absent class gets 0.
+    assert weights == pytest.approx({0: 8 / 9, 1: 8 / 6, 2: 8 / 9, 3: 0.0})
+    wide = ClassStatistics(ignore_value=70000)
+    wide.add_block(np.array([70000, 66000, 66000], dtype=np.uint32))
+    assert wide.counts == {66000: 2} and wide.ignored == 1
+
+
+def test_grid_from_extent_and_validation():
+    grid = RasterGrid.from_extent(0, 0, 100, 50.5, 1.0, "WKT")
+    assert (grid.width, grid.height) == (100, 51)
+    assert grid.bounds == (0, 50.5 - 51, 100, 50.5)
+    assert grid.window_geotransform(10, 5) == (10.0, 1.0, 0.0, 45.5, 0.0, -1.0)
+    with pytest.raises(GridError, match="rotated"):
+        RasterGrid(10, 10, (0, 1, 0.1, 0, 0, -1), "WKT")
+    with pytest.raises(GridError, match="no coordinate reference system"):
+        RasterGrid(10, 10, (0, 1, 0, 0, 0, -1), "")
+    with pytest.raises(GridError, match="empty"):
+        RasterGrid(0, 10, (0, 1, 0, 0, 0, -1), "WKT")
