@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from osgeo import gdal, gdal_array, ogr
 from qgis.core import QgsFeedback
 
@@ -23,6 +22,7 @@ from ..core.grid import RasterGrid
 from ..core.label_rules import LabelClass, MaskValues, hex_to_rgb, smallest_unsigned_dtype
 from .gdal_calls import check_gdal, progress_callback, raise_if_cancelled
 from .label_features import BURN_FIELD
+from .raster_nodata import has_nodata, nodata_mask_rows
 
 CLASSES_METADATA_KEY = "RSDL_CLASSES"
 MASK_VALUES_METADATA_KEY = "RSDL_MASK_VALUES"
@@ -49,24 +49,6 @@ def _burn(dataset: gdal.Dataset, labels: ogr.Layer, options: BurnOptions, feedba
     check_gdal(result == gdal.CE_None, "Rasterizing the labels", feedback)
 
 
-def _nodata_mask_rows(reference: gdal.Dataset, row: int, rows: int) -> np.ndarray:
-    """True where every band of the reference raster is nodata (or masked) in these rows."""
-    nodata = np.ones((rows, reference.RasterXSize), dtype=bool)
-    for index in range(1, reference.RasterCount + 1):
-        mask = reference.GetRasterBand(index).GetMaskBand()
-        nodata &= mask.ReadAsArray(0, row, reference.RasterXSize, rows) == 0
-        if not nodata.any():
-            break
-    return nodata
-
-
-def _has_nodata(reference: gdal.Dataset) -> bool:
-    return any(
-        reference.GetRasterBand(i).GetMaskFlags() != gdal.GMF_ALL_VALID
-        for i in range(1, reference.RasterCount + 1)
-    )
-
-
 def _apply_ignore_and_count(
     dataset: gdal.Dataset,
     reference: gdal.Dataset | None,
@@ -75,14 +57,14 @@ def _apply_ignore_and_count(
 ) -> ClassStatistics:
     band = dataset.GetRasterBand(1)
     statistics = ClassStatistics(values.ignore_value)
-    use_reference = reference is not None and _has_nodata(reference)
+    use_reference = reference is not None and has_nodata(reference)
     height = dataset.RasterYSize
     for row in range(0, height, ROWS_PER_PASS):
         raise_if_cancelled(feedback)
         rows = min(ROWS_PER_PASS, height - row)
         block = band.ReadAsArray(0, row, dataset.RasterXSize, rows)
         if use_reference:
-            nodata = _nodata_mask_rows(reference, row, rows)
+            nodata = nodata_mask_rows(reference, row, rows)
             if nodata.any():
                 block[nodata] = values.ignore_value
                 check_gdal(band.WriteArray(block, 0, row) == gdal.CE_None, "Writing the mask", feedback)
@@ -110,7 +92,6 @@ def _describe_classes(band: gdal.Band, dataset: gdal.Dataset, classes: list[Labe
         band.SetColorTable(table)
     if names is not None:
         band.SetCategoryNames(names)
-    band.SetNoDataValue(values.ignore_value)
     dataset.SetMetadataItem(
         CLASSES_METADATA_KEY,
         json.dumps({str(c.value): {"name": c.name, "color": c.color} for c in classes}),
@@ -153,15 +134,18 @@ def write_label_mask(
             check_gdal(raw is not None, f"Creating '{raw_path}'", feedback)
             raw.SetGeoTransform(grid.geotransform)
             raw.SetProjection(grid.crs_wkt)
-            check_gdal(
-                raw.GetRasterBand(1).Fill(values.unlabelled_value) == gdal.CE_None,
-                "Initialising the mask",
-                feedback,
-            )
+            # A new GTiff reads as 0 where nothing was written: fill only for another value.
+            if values.unlabelled_value != 0:
+                check_gdal(
+                    raw.GetRasterBand(1).Fill(values.unlabelled_value) == gdal.CE_None,
+                    "Initialising the mask",
+                    feedback,
+                )
             _burn(raw, labels, options, feedback)
             statistics = _apply_ignore_and_count(raw, reference, values, feedback)
-            # Before the copy: GTiff's CreateCopy leaves out tiles that equal the nodata value
-            # (or 0 without one), so the target must know its nodata value from the start.
+            # Names and colours travel with the copy. The nodata value is given to the copy only:
+            # on the raw file it would turn never-written tiles into nodata, and the copy must
+            # know it from the start because GTiff's CreateCopy leaves out nodata-only tiles.
             _describe_classes(raw.GetRasterBand(1), raw, classes, values)
             raw.FlushCache()
             check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, "Writing the mask", feedback)
@@ -171,6 +155,7 @@ def write_label_mask(
                 raw,
                 format="GTiff",
                 creationOptions=OUTPUT_CREATION_OPTIONS,
+                noData=values.ignore_value,
                 callback=progress_callback(feedback, 90.0, 100.0),
             )
             check_gdal(final is not None, f"Writing '{output_path}'", feedback)

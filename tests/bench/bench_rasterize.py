@@ -1,12 +1,12 @@
 """Benchmark: rsdl:rasterizelabels against gdal_rasterize on the same large grid, side by side.
 
-Generates many building-like polygons over a SIZE x SIZE grid (1 m pixels), then runs, in one
-session and in alternating order, ``gdal_rasterize`` and ``qgis_process run rsdl:rasterizelabels``
+For each grid size it generates building-like polygons at a fixed density (1 m pixels), then
+runs, in one session and in alternating order, ``gdal_rasterize`` and ``qgis_process run rsdl:rasterizelabels``
 with the same output options (class from a field, tiled DEFLATE GeoTIFF). Prints wall time and
 peak RSS of each, their ratios, and qgis_process's start-up cost so the ratio can be read both
-ways. Peak RSS far below SIZE^2 bytes shows the mask is written in blocks.
+ways. Peak RSS that stays flat as the grid grows shows the mask is written in blocks.
 
-    python tests/bench/bench_rasterize.py [--size 20000] [--polygons 100000] [--repeats 2]
+    python tests/bench/bench_rasterize.py [--sizes 5000,10000,20000] [--density 250] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from scripts.build_plugin import stage  # noqa: E402
 from scripts.qgis_process_runner import QgisProcess  # noqa: E402
 
 EPSG = 32636
+GDAL_CACHE_MB = 256  # the same block cache for both tools, so peak memory compares fairly
 ORIGIN = (400000.0, 100000.0)
 
 
@@ -73,55 +74,70 @@ def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple
     return elapsed, usage.ru_maxrss / 1024.0
 
 
+def bench_size(size: int, density: float, repeats: int, work: Path, qgis: QgisProcess) -> dict:
+    """Best wall time and peak RSS of each command on one grid size."""
+    labels = work / f"labels_{size}.gpkg"
+    polygons = int(density * (size / 1000) ** 2)
+    make_polygons(labels, size, polygons)
+    xmin, ymax = ORIGIN
+    xmax, ymin = xmin + size, ymax - size
+    env = {**qgis.env, "GDAL_CACHEMAX": str(GDAL_CACHE_MB)}
+    commands = {
+        "gdal_rasterize": [
+            "gdal_rasterize", "-q", "-a", "class_id", "-te", str(xmin), str(ymin), str(xmax), str(ymax),
+            "-tr", "1", "1", "-ot", "Byte", "-a_nodata", "255", "-init", "0",
+            "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", str(labels), str(work / "gdal.tif"),
+        ],
+        "rsdl": [
+            qgis.executable, "run", "rsdl:rasterizelabels", "--",
+            f"INPUT={labels}", "FIELD=class_id", f"EXTENT={xmin},{xmax},{ymin},{ymax} [EPSG:{EPSG}]",
+            "PIXEL_SIZE=1", f"OUTPUT={work / 'rsdl.tif'}",
+        ],
+        "startup": [qgis.executable, "help", "rsdl:rasterizelabels"],
+    }  # fmt: skip
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(repeats):  # alternate the tools so drift hits both alike
+        for name, command in commands.items():
+            runs[name].append(run_measured(command, env))
+        for path in work.glob("*.tif*"):
+            path.unlink()
+    labels.unlink()
+    return {
+        "size": size,
+        "polygons": polygons,
+        **{name: (min(t for t, _ in values), max(r for _, r in values)) for name, values in runs.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=20000, help="grid width and height in pixels")
-    parser.add_argument("--polygons", type=int, default=100000)
+    parser.add_argument("--sizes", default="5000,10000,20000", help="grid sizes (pixels a side), comma separated")
+    parser.add_argument("--density", type=float, default=250.0, help="polygons per 1000 x 1000 pixels")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rsdl-bench-") as work_dir:
         work = Path(work_dir)
-        labels = work / "labels.gpkg"
-        make_polygons(labels, args.size, args.polygons)
-        xmin, ymax = ORIGIN
-        xmax, ymin = xmin + args.size, ymax - args.size
         qgis = QgisProcess(stage(work / "plugins").parent, work / "home")
         qgis.enable_plugin()
+        results = [bench_size(int(size), args.density, args.repeats, work, qgis) for size in args.sizes.split(",")]
 
-        gdal_command = [
-            "gdal_rasterize", "-q", "-a", "class_id", "-te", str(xmin), str(ymin), str(xmax), str(ymax),
-            "-tr", "1", "1", "-ot", "Byte", "-a_nodata", "255", "-init", "0",
-            "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", str(labels), str(work / "gdal.tif"),
-        ]  # fmt: skip
-        rsdl_command = [
-            qgis.executable, "run", "rsdl:rasterizelabels", "--",
-            f"INPUT={labels}", "FIELD=class_id", f"EXTENT={xmin},{xmax},{ymin},{ymax} [EPSG:{EPSG}]",
-            "PIXEL_SIZE=1", f"OUTPUT={work / 'rsdl.tif'}",
-        ]  # fmt: skip
-        startup_command = [qgis.executable, "help", "rsdl:rasterizelabels"]
-
-        timings: dict[str, list[tuple[float, float]]] = {"gdal_rasterize": [], "rsdl": [], "startup": []}
-        for _ in range(args.repeats):
-            timings["gdal_rasterize"].append(run_measured(gdal_command))
-            timings["rsdl"].append(run_measured(rsdl_command, qgis.env))
-            timings["startup"].append(run_measured(startup_command, qgis.env))
-            for path in work.glob("*.tif*"):
-                path.unlink()
-
-    best = {name: min(values) for name, values in timings.items()}
-    peak = {name: max(rss for _, rss in values) for name, values in timings.items()}
-    grid_mib = args.size * args.size / 2**20
-    print(f"grid {args.size} x {args.size} (uint8 full array: {grid_mib:,.0f} MiB), {args.polygons:,} polygons, best of {args.repeats}")
-    print(f"{'':24}{'wall s':>10}{'peak RSS MiB':>15}")
-    for name in ("gdal_rasterize", "rsdl", "startup"):
-        label = {"rsdl": "rsdl (qgis_process)", "startup": "qgis_process start-up"}.get(name, name)
-        print(f"{label:24}{best[name][0]:>10.2f}{peak[name]:>15.0f}")
-    ratio = best["rsdl"][0] / best["gdal_rasterize"][0]
-    ratio_net = (best["rsdl"][0] - best["startup"][0]) / best["gdal_rasterize"][0]
-    print(f"time ratio rsdl / gdal_rasterize: {ratio:.2f} (without qgis_process start-up: {ratio_net:.2f})")
-    print(f"peak RSS ratio rsdl / gdal_rasterize: {peak['rsdl'] / peak['gdal_rasterize']:.2f}; "
-          f"rsdl peak is {peak['rsdl'] / grid_mib:.2f} x the full grid array")  # fmt: skip
+    print(f"rasterize: best of {args.repeats}, GDAL_CACHEMAX={GDAL_CACHE_MB} MB for both tools")
+    print(
+        f"{'grid':>13} {'polygons':>9} {'gdal s':>8} {'rsdl s':>8} {'ratio':>6} {'net':>6}"
+        f" {'gdal MiB':>9} {'rsdl MiB':>9} {'grid MiB':>9}"
+    )
+    for r in results:
+        gdal_s, gdal_mib = r["gdal_rasterize"]
+        rsdl_s, rsdl_mib = r["rsdl"]
+        startup_s = r["startup"][0]
+        print(
+            f"{r['size']:>6} x {r['size']:<6}{r['polygons']:>9,} {gdal_s:>8.2f} {rsdl_s:>8.2f}"
+            f" {rsdl_s / gdal_s:>6.2f} {(rsdl_s - startup_s) / gdal_s:>6.2f}"
+            f" {gdal_mib:>9.0f} {rsdl_mib:>9.0f} {r['size'] ** 2 / 2**20:>9.0f}"
+        )
+    print("ratio: rsdl (qgis_process run) / gdal_rasterize; net: without qgis_process start-up "
+          f"({results[-1]['startup'][0]:.2f} s). grid MiB: one full uint8 array of the grid.")  # fmt: skip
 
 
 if __name__ == "__main__":
