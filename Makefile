@@ -44,7 +44,7 @@ $(INSTALL_STAMP): $(REQUIREMENTS) Makefile
 
 install: ## Install apt packages, the .venv and pinned pip packages (idempotent, seconds when done)
 	@$(MAKE) --no-print-directory apt-packages
-	@$(MAKE) --no-print-directory $(INSTALL_STAMP)
+	@$(MAKE) --no-print-directory --silent $(INSTALL_STAMP) >/dev/null
 	@echo "install: up to date ($(VENV), QGIS $$($(SYSTEM_PY) -c 'from qgis.core import Qgis; print(Qgis.QGIS_VERSION)'))"
 
 test: install ## Run every test suite: unit, QGIS (pytest-qgis) and qgis_process end-to-end
@@ -57,8 +57,8 @@ lint: install ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench: install ## Benchmarks: rasterization time vs gdal_rasterize and peak memory (BENCH_SIZE=...)
-	$(PY) tests/bench/bench_rasterize.py $(if $(BENCH_SIZE),--size $(BENCH_SIZE))
+bench: install ## Benchmarks: rasterize time vs gdal_rasterize, peak memory (BENCH_SIZES=5000,10000,20000)
+	$(PY) tests/bench/bench_rasterize.py $(if $(BENCH_SIZES),--sizes $(BENCH_SIZES))
 
 zip: install ## Build the installable plugin zip in dist/
 	$(PY) scripts/build_plugin.py zip $(PLUGIN_ZIP)

@@ -134,6 +134,12 @@ def write_label_mask(
             check_gdal(raw is not None, f"Creating '{raw_path}'", feedback)
             raw.SetGeoTransform(grid.geotransform)
             raw.SetProjection(grid.crs_wkt)
+            # Names and colours travel with the copy; the colour table must be set before any
+            # block reaches the disk (TIFF cannot change its photometric tag afterwards). The
+            # nodata value is given to the copy only: on the raw file it would turn never-written
+            # tiles into nodata, and the copy must know it from the start because GTiff's
+            # CreateCopy leaves out nodata-only tiles.
+            _describe_classes(raw.GetRasterBand(1), raw, classes, values)
             # A new GTiff reads as 0 where nothing was written: fill only for another value.
             if values.unlabelled_value != 0:
                 check_gdal(
@@ -143,10 +149,6 @@ def write_label_mask(
                 )
             _burn(raw, labels, options, feedback)
             statistics = _apply_ignore_and_count(raw, reference, values, feedback)
-            # Names and colours travel with the copy. The nodata value is given to the copy only:
-            # on the raw file it would turn never-written tiles into nodata, and the copy must
-            # know it from the start because GTiff's CreateCopy leaves out nodata-only tiles.
-            _describe_classes(raw.GetRasterBand(1), raw, classes, values)
             raw.FlushCache()
             check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, "Writing the mask", feedback)
 

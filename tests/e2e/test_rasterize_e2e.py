@@ -81,3 +81,37 @@ def test_bad_input_fails_with_message_and_no_output(shared_data, qgis_process, t
     assert "has no field 'no_such_field'" in result["stdout"] + result["stderr"]
     assert not output.exists()
     assert leftover_temporaries(tmp_path) == []
+
+
+def test_streams_with_a_tiny_gdal_cache(qgis_process, tmp_path):
+    """With a 1 MB block cache GDAL must flush tiles mid-run; the mask must still be whole."""
+    from osgeo import ogr, osr
+
+    labels = tmp_path / "stripes.gpkg"
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32636)
+    datasource = ogr.GetDriverByName("GPKG").CreateDataSource(str(labels))
+    layer = datasource.CreateLayer("stripes", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger))
+    for i in range(30):  # 30 horizontal stripes, classes 1..3, each 50 m tall
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("cls", i % 3 + 1)
+        y0 = 100000 - i * 100
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON((0 {y0}, 3000 {y0}, 3000 {y0 - 50}, 0 {y0 - 50}, 0 {y0}))"))
+        layer.CreateFeature(feature)
+    datasource = None
+    output = tmp_path / "stripes.tif"
+    env = dict(qgis_process.env)
+    qgis_process.env["GDAL_CACHEMAX"] = "1"
+    try:
+        qgis_process.run_algorithm(
+            "rsdl:rasterizelabels",
+            {"INPUT": str(labels), "FIELD": "cls", "EXTENT": "0,3000,97000,100000 [EPSG:32636]", "PIXEL_SIZE": 1, "OUTPUT": str(output)},
+        )
+    finally:
+        qgis_process.env = env
+    mask = read_band(output)
+    assert mask.shape == (3000, 3000)
+    rows = np.arange(3000)
+    expected_rows = np.where((rows % 100) < 50, (rows // 100) % 3 + 1, 0)
+    assert np.array_equal(mask, np.repeat(expected_rows[:, None], 3000, axis=1))
