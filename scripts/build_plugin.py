@@ -52,7 +52,9 @@ def build_zip(zip_path: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=("zip", "stage", "deploy"))
     parser.add_argument("target", type=Path, help="zip file (zip) or plugins folder (stage, deploy)")
     args = parser.parse_args()

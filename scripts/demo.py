@@ -31,12 +31,21 @@ def step(title: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output", type=Path, nargs="?", default=REPO / "demo_output")
     parser.add_argument("--size", type=int, default=1024, help="sample scene size in pixels")
     args = parser.parse_args()
     out = args.output.resolve()
-    for stale in ("mask.tif", "mask.tif.aux.xml", "mask.qml", "chips", "class_statistics.json", "classes.png"):
+    for stale in (
+        "mask.tif",
+        "mask.tif.aux.xml",
+        "mask.qml",
+        "chips",
+        "class_statistics.json",
+        "classes.png",
+    ):
         path = out / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +53,10 @@ def main() -> None:
 
     step("1/3 Generating the sample scene")
     scene = out / "scene"
-    subprocess.run([sys.executable, str(REPO / "scripts/make_sample_scene.py"), str(scene), "--size", str(args.size)], check=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts/make_sample_scene.py"), str(scene), "--size", str(args.size)],
+        check=True,
+    )
 
     qgis = QgisProcess(stage(out / ".plugin").parent, out / ".qgis-home")
     step("2/3 qgis_process run rsdl:rasterizelabels")

@@ -224,9 +224,7 @@ def rectangle_corners(
     return cx + lu * cos - lv * sin, cy + lu * sin + lv * cos
 
 
-def oriented_rectangle(
-    cx: float, cy: float, length: float, depth: float, angle: float
-) -> ogr.Geometry:
+def oriented_rectangle(cx: float, cy: float, length: float, depth: float, angle: float) -> ogr.Geometry:
     """A rotated rectangle polygon."""
     return polygon_from_xy(*rectangle_corners(cx, cy, length, depth, angle))
 
@@ -244,9 +242,7 @@ def translated(geom: ogr.Geometry, dx: float, dy: float) -> ogr.Geometry:
     for r in range(geom.GetGeometryCount()):
         ring = geom.GetGeometryRef(r)
         pts = ring.GetPoints()
-        moved.AddGeometry(
-            ring_from_xy([p[0] + dx for p in pts[:-1]], [p[1] + dy for p in pts[:-1]])
-        )
+        moved.AddGeometry(ring_from_xy([p[0] + dx for p in pts[:-1]], [p[1] + dy for p in pts[:-1]]))
     return moved
 
 
@@ -366,9 +362,7 @@ def make_river(frame: Frame, rng: np.random.Generator) -> ogr.Geometry:
     return line_from_xy(*frame.world(curve[:, 0], curve[:, 1])).Buffer(width / 2, 8)
 
 
-def make_water(
-    frame: Frame, rng: np.random.Generator, corridors: SpatialHash
-) -> list[ogr.Geometry]:
+def make_water(frame: Frame, rng: np.random.Generator, corridors: SpatialHash) -> list[ogr.Geometry]:
     """The lake and river, clipped to the scene and kept off the roads."""
     shapes = [make_lake(frame, rng), make_river(frame, rng)]
     carved = [carve_water(shape, frame, corridors) for shape in shapes]
@@ -430,9 +424,7 @@ def roof_for_pose(
     """Roof pieces and colours: a gable roof (two shaded halves) or a flat roof."""
     cx, cy, length, depth, angle = pose
     base = np.array(ROOF_PALETTE[int(rng.integers(len(ROOF_PALETTE)))])
-    colour = tuple(
-        float(c) for c in np.clip(base * rng.uniform(0.9, 1.08) + rng.normal(0, 6, 3), 0, 255)
-    )
+    colour = tuple(float(c) for c in np.clip(base * rng.uniform(0.9, 1.08) + rng.normal(0, 6, 3), 0, 255))
     if rng.random() < 0.3:
         return [oriented_rectangle(cx, cy, length, depth, angle)], [colour]
     nx, ny = -math.sin(angle) * depth / 4, math.cos(angle) * depth / 4
@@ -464,9 +456,7 @@ def make_buildings(
         if not footprint.Within(inside) or blocked.hits(footprint) or placed.hits(footprint):
             continue
         cx, cy, length, depth, angle = pose
-        keep_out = oriented_rectangle(
-            cx, cy, length + 2 * BUILDING_GAP_M, depth + 2 * BUILDING_GAP_M, angle
-        )
+        keep_out = oriented_rectangle(cx, cy, length + 2 * BUILDING_GAP_M, depth + 2 * BUILDING_GAP_M, angle)
         placed.add(keep_out)
         halves, colours = roof_for_pose(pose, rng)
         buildings.append(Building(footprint, keep_out, halves, colours, rng.uniform(0.8, 2.5)))
@@ -570,9 +560,7 @@ def write_labels(scene: Scene, path: Path) -> dict[str, int]:
         landcover.CommitTransaction()
         roads.StartTransaction()
         for road in scene.roads:
-            add_feature(
-                roads, to_label_crs(road.line, transform), class_name="road", width_m=road.width_m
-            )
+            add_feature(roads, to_label_crs(road.line, transform), class_name="road", width_m=road.width_m)
         roads.CommitTransaction()
         ds = None
     finally:
@@ -597,9 +585,7 @@ def add_feature(layer: ogr.Layer, geom: ogr.Geometry, **fields: str | float) -> 
 # --------------------------------------------------------------------------- rasterization
 
 
-def rasterize(
-    frame: Frame, shapes: Iterable[tuple[ogr.Geometry, int]], data_type: int
-) -> np.ndarray:
+def rasterize(frame: Frame, shapes: Iterable[tuple[ogr.Geometry, int]], data_type: int) -> np.ndarray:
     """Burn (geometry, value) pairs in order into an in-memory raster; later ones win."""
     raster = gdal.GetDriverByName("MEM").Create("", frame.size_px, frame.size_px, 1, data_type)
     raster.SetGeoTransform(frame.geotransform)
@@ -642,9 +628,7 @@ def shadow_raster(scene: Scene) -> np.ndarray:
     for b in scene.buildings:
         for half in b.roof_halves:
             for step in (0.5, 1.0):
-                shapes.append(
-                    (translated(half, dx * b.shadow_length * step, dy * b.shadow_length * step), 1)
-                )
+                shapes.append((translated(half, dx * b.shadow_length * step, dy * b.shadow_length * step), 1))
     return rasterize(scene.frame, shapes, gdal.GDT_Byte).astype(bool)
 
 

@@ -34,8 +34,8 @@ reproducible and does not depend on the order in which chips are processed.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
@@ -135,7 +135,9 @@ class ChipPlan:
                 f"{self.height} px); choose a chip size of at most {min(self.width, self.height)}."
             )
         if self.stride <= 0:
-            raise RsdlError(f"STRIDE must be a positive number of pixels (0: the chip size), got {self.stride}.")
+            raise RsdlError(
+                f"STRIDE must be a positive number of pixels (0: the chip size), got {self.stride}."
+            )
 
     @property
     def row_offsets(self) -> list[int]:
@@ -311,11 +313,18 @@ class ChipTally:
     classified: dict[Split, dict[int, int]] = field(default_factory=dict)
     statistics: dict[Split, ClassStatistics] = field(default_factory=dict)
 
-    def add(self, decision: ChipDecision, split: Split | None, chip_statistics: ClassStatistics | None) -> None:
-        """Count one chip's decision (a straddling chip has no split and no statistics)."""
-        if decision.outcome != ChipOutcome.WRITTEN or split is None or chip_statistics is None:
+    def add(
+        self,
+        decision: ChipDecision,
+        split: Split | None = None,
+        chip_statistics: ClassStatistics | None = None,
+    ) -> None:
+        """Count one chip's decision; a written chip comes with its split and pixel counts."""
+        if decision.outcome != ChipOutcome.WRITTEN:
             self.dropped[decision.outcome] = self.dropped.get(decision.outcome, 0) + 1
             return
+        if split is None or chip_statistics is None:
+            raise ValueError("A written chip needs its split and its class statistics.")
         self.written[split] = self.written.get(split, 0) + 1
         self.statistics.setdefault(split, ClassStatistics(self.ignore_value)).merge(chip_statistics)
         if not self.classification:

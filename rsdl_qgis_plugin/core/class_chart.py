@@ -39,8 +39,10 @@ def write_class_chart(
         axes.annotate(
             f"{count:,}\n{100.0 * count / total:.1f}%",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center", va="bottom", fontsize=8,
-        )  # fmt: skip
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     axes.set_ylabel("pixels")
     axes.set_title(title)
     axes.margins(y=0.25)

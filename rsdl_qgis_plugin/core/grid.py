@@ -28,7 +28,7 @@ class RasterGrid:
                 f"The grid would have {self.width} x {self.height} pixels; check that the pixel "
                 "size is given in the units of the CRS."
             )
-        x0, dx, rot_x, y0, rot_y, dy = self.geotransform
+        _, dx, rot_x, _, rot_y, dy = self.geotransform
         if rot_x != 0 or rot_y != 0:
             raise GridError(
                 "The raster has a rotated geotransform, which is not supported; warp it to a "
@@ -36,8 +36,7 @@ class RasterGrid:
             )
         if dx <= 0 or dy >= 0:
             raise GridError(
-                f"The raster grid is not north-up (pixel size {dx}, {dy}); warp it to a "
-                "north-up grid first."
+                f"The raster grid is not north-up (pixel size {dx}, {dy}); warp it to a north-up grid first."
             )
         if not self.crs_wkt:
             raise GridError(

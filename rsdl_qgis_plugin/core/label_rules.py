@@ -15,8 +15,8 @@ from __future__ import annotations
 import enum
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -142,9 +142,19 @@ _NAMED_COLORS = {
     "bare": "#cab2d6",
 }
 _PALETTE = (
-    "#e31a1c", "#1f78b4", "#33a02c", "#ff7f00", "#6a3d9a", "#b15928",
-    "#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99",
-)  # fmt: skip
+    "#e31a1c",
+    "#1f78b4",
+    "#33a02c",
+    "#ff7f00",
+    "#6a3d9a",
+    "#b15928",
+    "#a6cee3",
+    "#b2df8a",
+    "#fb9a99",
+    "#fdbf6f",
+    "#cab2d6",
+    "#ffff99",
+)
 
 
 def default_class_color(name: str, value: int) -> str:

@@ -1,8 +1,9 @@
 """What every rsdl algorithm shares: naming, help text built from parameter help, and errors.
 
 Algorithms keep no per-run state on ``self`` (they run in batch mode and the Modeler), declare
-parameters in ``initAlgorithm`` and compute in ``compute`` (QgsProcessingAlgorithm.run is taken). An ``RsdlError`` raised anywhere below
-becomes a ``QgsProcessingException`` with the same message.
+parameters in ``initAlgorithm`` and work in ``compute`` (``QgsProcessingAlgorithm.run`` is
+taken). An ``RsdlError`` raised anywhere below becomes a ``QgsProcessingException`` with the
+same message.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -23,7 +24,7 @@ from qgis.core import (
 from ..core.class_statistics import ClassStatistics
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
-from ..core.label_rules import LabelClass, MaskValues, OverlapRule
+from ..core.label_rules import OVERLAP_RULE_DESCRIPTIONS, LabelClass, MaskValues, OverlapRule
 from ..qgis_io.label_features import BufferSpec, ClassSource, prepare_labels
 from ..qgis_io.mask_writer import BurnOptions, write_label_mask
 from ..qgis_io.styling import write_class_style
@@ -63,6 +64,7 @@ class LabelParameters:
     BUFFER_WIDTH = "BUFFER_WIDTH"
     BUFFER_UNITS = "BUFFER_UNITS"
     BUFFER_FIELD = "BUFFER_FIELD"
+    ALL_TOUCHED = "ALL_TOUCHED"
 
     @classmethod
     def add_class_parameters(cls, algorithm: Any) -> None:
@@ -81,9 +83,12 @@ class LabelParameters:
         )
         algorithm.add_parameter(
             QgsProcessingParameterNumber(
-                cls.BURN_VALUE, algorithm.tr("Burn a constant value"),
-                QgsProcessingParameterNumber.Integer, optional=True, minValue=0,
-            ),  # fmt: skip
+                cls.BURN_VALUE,
+                algorithm.tr("Burn a constant value"),
+                QgsProcessingParameterNumber.Integer,
+                optional=True,
+                minValue=0,
+            ),
             "Optional: burn this value for every feature of every layer (as gdal_rasterize "
             "-burn), ignoring FIELD and the layer order.",
             advanced=True,
@@ -93,43 +98,80 @@ class LabelParameters:
     def add_value_parameters(cls, algorithm: Any) -> None:
         algorithm.add_parameter(
             QgsProcessingParameterNumber(
-                cls.BACKGROUND_VALUE, algorithm.tr("Background value"),
-                QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0,
-            ),  # fmt: skip
+                cls.BACKGROUND_VALUE,
+                algorithm.tr("Background value"),
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            ),
             "Value of pixels under no label, when unlabelled area is background.",
         )
         algorithm.add_parameter(
             QgsProcessingParameterNumber(
-                cls.IGNORE_VALUE, algorithm.tr("Ignore value (nodata)"),
-                QgsProcessingParameterNumber.Integer, defaultValue=255, minValue=0,
-            ),  # fmt: skip
+                cls.IGNORE_VALUE,
+                algorithm.tr("Ignore value (nodata)"),
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=255,
+                minValue=0,
+            ),
             "Value of pixels that training must ignore: reference nodata, and unlabelled area "
             "when UNLABELLED is 'Ignore'. It is the mask's nodata value; no class may use it.",
         )
         algorithm.add_parameter(
             QgsProcessingParameterEnum(
-                cls.UNLABELLED, algorithm.tr("Pixels under no label"),
-                options=list(UNLABELLED_OPTIONS), defaultValue=0,
-            ),  # fmt: skip
+                cls.UNLABELLED,
+                algorithm.tr("Pixels under no label"),
+                options=list(UNLABELLED_OPTIONS),
+                defaultValue=0,
+            ),
             "0: background (complete labels, e.g. every building is mapped). 1: ignore, for "
             "sparse samples where unlabelled area is unknown.",
+        )
+
+    @classmethod
+    def add_overlap_parameter(cls, algorithm: Any) -> None:
+        algorithm.add_parameter(
+            QgsProcessingParameterEnum(
+                cls.OVERLAP_RULE,
+                algorithm.tr("Where labels overlap"),
+                options=[OVERLAP_RULE_DESCRIPTIONS[rule] for rule in OverlapRule],
+                defaultValue=int(OverlapRule.LAST_FEATURE),
+            ),
+            "Which class a pixel takes where labels overlap: the last feature drawn (layers in "
+            "the order given, features in layer order; gdal_rasterize's rule), the highest class "
+            "value, or the lowest.",
+        )
+
+    @classmethod
+    def add_all_touched_parameter(cls, algorithm: Any) -> None:
+        algorithm.add_parameter(
+            QgsProcessingParameterBoolean(
+                cls.ALL_TOUCHED, algorithm.tr("Burn all touched pixels"), defaultValue=False
+            ),
+            "Off: a pixel is burnt when its centre lies inside a label (as gdal_rasterize). "
+            "On: every pixel a label touches is burnt (gdal_rasterize -at).",
         )
 
     @classmethod
     def add_buffer_parameters(cls, algorithm: Any) -> None:
         algorithm.add_parameter(
             QgsProcessingParameterNumber(
-                cls.BUFFER_WIDTH, algorithm.tr("Width of line and point labels"),
-                QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
-            ),  # fmt: skip
+                cls.BUFFER_WIDTH,
+                algorithm.tr("Width of line and point labels"),
+                QgsProcessingParameterNumber.Double,
+                defaultValue=0.0,
+                minValue=0.0,
+            ),
             "Full width of the band burnt along line labels (diameter around point labels). "
             "0 burns lines and points as they are (one pixel wide). Polygons are never buffered.",
         )
         algorithm.add_parameter(
             QgsProcessingParameterEnum(
-                cls.BUFFER_UNITS, algorithm.tr("Width units"),
-                options=list(BUFFER_UNIT_OPTIONS), defaultValue=0,
-            ),  # fmt: skip
+                cls.BUFFER_UNITS,
+                algorithm.tr("Width units"),
+                options=list(BUFFER_UNIT_OPTIONS),
+                defaultValue=0,
+            ),
             "0: map units of the grid CRS. 1: metres, measured on the ground in any CRS "
             "(geographic grids are buffered in a local equidistant projection).",
         )
@@ -171,7 +213,8 @@ class LabelParameters:
             buffer=BufferSpec(
                 width=algorithm.parameterAsDouble(parameters, cls.BUFFER_WIDTH, context),
                 in_metres=algorithm.parameterAsEnum(parameters, cls.BUFFER_UNITS, context) == 1,
-                width_field=algorithm.parameterAsString(parameters, cls.BUFFER_FIELD, context).strip() or None,
+                width_field=algorithm.parameterAsString(parameters, cls.BUFFER_FIELD, context).strip()
+                or None,
             ),
         )
 
@@ -185,11 +228,19 @@ class LabelParameters:
         feedback: QgsProcessingFeedback,
     ) -> BurnedMask:
         """Prepare the labels and write the mask (with its .qml style) at ``output``."""
-        feedback.pushInfo(f"Grid: {grid.width} x {grid.height} pixels of {grid.pixel_width:g} x {grid.pixel_height:g}.")
+        feedback.pushInfo(
+            f"Grid: {grid.width} x {grid.height} pixels of {grid.pixel_width:g} x {grid.pixel_height:g}."
+        )
         prepared = prepare_labels(
-            self.layers, grid, self.source, self.values, self.overlap, self.buffer,
-            context.transformContext(), feedback,
-        )  # fmt: skip
+            self.layers,
+            grid,
+            self.source,
+            self.values,
+            self.overlap,
+            self.buffer,
+            context.transformContext(),
+            feedback,
+        )
         feedback.pushInfo(
             f"Labels: {prepared.features_read} features read, {prepared.features_on_grid} on the "
             f"grid, {prepared.buffered} lines/points buffered."
@@ -201,8 +252,14 @@ class LabelParameters:
         if prepared.skipped_empty:
             feedback.pushWarning(f"Skipped {prepared.skipped_empty} features without geometry.")
         statistics = write_label_mask(
-            prepared.layer, prepared.classes, grid, self.values,
-            BurnOptions(all_touched=all_touched), output, reference, feedback,
-        )  # fmt: skip
+            prepared.layer,
+            prepared.classes,
+            grid,
+            self.values,
+            BurnOptions(all_touched=all_touched),
+            output,
+            reference,
+            feedback,
+        )
         write_class_style(output, prepared.classes, self.values)
         return BurnedMask(output, prepared.classes, self.values, statistics, prepared.repaired)

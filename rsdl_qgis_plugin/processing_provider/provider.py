@@ -7,10 +7,10 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-
+from .export_chips import ExportChipsAlgorithm
 from .rasterize_labels import RasterizeLabelsAlgorithm
 
-ALGORITHMS = (RasterizeLabelsAlgorithm,)
+ALGORITHMS = (RasterizeLabelsAlgorithm, ExportChipsAlgorithm)
 ICON_PATH = Path(__file__).resolve().parent.parent / "icons" / "rsdl.svg"
 
 

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from osgeo import gdal
-
 from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
@@ -86,27 +85,35 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                self.PIXEL_SIZE, self.tr("Pixel size (without reference)"),
-                QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
-            ),  # fmt: skip
+                self.PIXEL_SIZE,
+                self.tr("Pixel size (without reference)"),
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+            ),
             "Pixel size in the units of the grid CRS when no REFERENCE is given.",
         )
         self.add_parameter(
-            QgsProcessingParameterCrs(self.TARGET_CRS, self.tr("Grid CRS (without reference)"), optional=True),
+            QgsProcessingParameterCrs(
+                self.TARGET_CRS, self.tr("Grid CRS (without reference)"), optional=True
+            ),
             "CRS of the grid when no REFERENCE is given; defaults to the extent's CRS.",
         )
         self.add_parameter(
-            QgsProcessingParameterBoolean(self.ALL_TOUCHED, self.tr("Burn all touched pixels"), defaultValue=False),
+            QgsProcessingParameterBoolean(
+                self.ALL_TOUCHED, self.tr("Burn all touched pixels"), defaultValue=False
+            ),
             "Off: a pixel is burnt when its centre lies inside a label (as gdal_rasterize). "
             "On: every pixel a label touches is burnt (gdal_rasterize -at).",
         )
         LabelParameters.add_value_parameters(self)
         self.add_parameter(
             QgsProcessingParameterEnum(
-                LabelParameters.OVERLAP_RULE, self.tr("Where labels overlap"),
+                LabelParameters.OVERLAP_RULE,
+                self.tr("Where labels overlap"),
                 options=[OVERLAP_RULE_DESCRIPTIONS[rule] for rule in OverlapRule],
                 defaultValue=int(OverlapRule.LAST_FEATURE),
-            ),  # fmt: skip
+            ),
             "Which class a pixel takes where labels overlap: the last feature drawn (layers in "
             "the order given, features in layer order; gdal_rasterize's rule), the highest class "
             "value, or the lowest.",
@@ -119,16 +126,22 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                self.STATISTICS, self.tr("Class statistics (JSON)"), "JSON files (*.json)",
-                optional=True, createByDefault=False,
-            ),  # fmt: skip
+                self.STATISTICS,
+                self.tr("Class statistics (JSON)"),
+                "JSON files (*.json)",
+                optional=True,
+                createByDefault=False,
+            ),
             "Optional JSON file with per-class pixel counts, shares and suggested class weights.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                self.CHART, self.tr("Class distribution chart (PNG)"), "PNG files (*.png)",
-                optional=True, createByDefault=False,
-            ),  # fmt: skip
+                self.CHART,
+                self.tr("Class distribution chart (PNG)"),
+                "PNG files (*.png)",
+                optional=True,
+                createByDefault=False,
+            ),
             "Optional bar chart of pixels per class (needs matplotlib).",
         )
         self.addOutput(QgsProcessingOutputString(self.CLASS_STATISTICS, self.tr("Class statistics")))
@@ -142,9 +155,7 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
         if reference is not None:
             return grid_from_raster_layer(reference), open_gdal(reference)
         if parameters.get(self.EXTENT) in (None, "") or parameters.get(self.PIXEL_SIZE) in (None, ""):
-            raise RsdlError(
-                "Give a REFERENCE raster, or an EXTENT and a PIXEL_SIZE for the output grid."
-            )
+            raise RsdlError("Give a REFERENCE raster, or an EXTENT and a PIXEL_SIZE for the output grid.")
         crs = self.parameterAsCrs(parameters, self.TARGET_CRS, context)
         if not crs.isValid():
             crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
@@ -163,7 +174,9 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
 
         statistics_path = self.parameterAsFileOutput(parameters, self.STATISTICS, context)
         chart_path = self.parameterAsFileOutput(parameters, self.CHART, context)
-        table = report_class_statistics(mask.classes, mask.statistics, mask.values, feedback, statistics_path, chart_path)
+        table = report_class_statistics(
+            mask.classes, mask.statistics, mask.values, feedback, statistics_path, chart_path
+        )
 
         if context.willLoadLayerOnCompletion(output):
             details = context.layerToLoadOnCompletionDetails(output)

@@ -51,7 +51,11 @@ def report_class_statistics(
     rows = class_table(classes, statistics, values)
     log_class_table(rows, statistics.ignored, feedback)
     if json_path:
-        document = {"classes": rows, "ignored_pixels": statistics.ignored, "ignore_value": values.ignore_value}
+        document = {
+            "classes": rows,
+            "ignored_pixels": statistics.ignored,
+            "ignore_value": values.ignore_value,
+        }
         with atomic_file(json_path, sidecars=()) as temp:
             temp.write_text(json.dumps(document, indent=2), encoding="utf-8")
     if chart_path:

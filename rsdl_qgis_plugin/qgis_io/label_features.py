@@ -139,7 +139,12 @@ def _request_for_grid(
     return request
 
 
-def _metre_buffer(geometry: QgsGeometry, width_m: float, grid_crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext) -> QgsGeometry:
+def _metre_buffer(
+    geometry: QgsGeometry,
+    width_m: float,
+    grid_crs: QgsCoordinateReferenceSystem,
+    context: QgsCoordinateTransformContext,
+) -> QgsGeometry:
     """Buffer by a width in metres in a local azimuthal equidistant CRS (for geographic grids)."""
     centre = geometry.centroid().asPoint()
     to_wgs84 = QgsCoordinateTransform(grid_crs, QgsCoordinateReferenceSystem("EPSG:4326"), context)
@@ -158,7 +163,9 @@ def _metre_buffer(geometry: QgsGeometry, width_m: float, grid_crs: QgsCoordinate
 class _Buffering:
     """Turns point and line labels into areas of a given width in the grid's CRS."""
 
-    def __init__(self, spec: BufferSpec, grid_crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext) -> None:
+    def __init__(
+        self, spec: BufferSpec, grid_crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext
+    ) -> None:
         self.spec = spec
         self.grid_crs = grid_crs
         self.context = context

@@ -35,7 +35,9 @@ class BurnOptions:
     all_touched: bool = False
 
 
-def _burn(dataset: gdal.Dataset, labels: ogr.Layer, options: BurnOptions, feedback: QgsFeedback | None) -> None:
+def _burn(
+    dataset: gdal.Dataset, labels: ogr.Layer, options: BurnOptions, feedback: QgsFeedback | None
+) -> None:
     rasterize_options = [f"ATTRIBUTE={BURN_FIELD}"]
     if options.all_touched:
         rasterize_options.append("ALL_TOUCHED=TRUE")
@@ -74,7 +76,9 @@ def _apply_ignore_and_count(
     return statistics
 
 
-def _describe_classes(band: gdal.Band, dataset: gdal.Dataset, classes: list[LabelClass], values: MaskValues) -> None:
+def _describe_classes(
+    band: gdal.Band, dataset: gdal.Dataset, classes: list[LabelClass], values: MaskValues
+) -> None:
     """Colour table, category names and JSON metadata, so the mask opens styled and named."""
     table = gdal.ColorTable()
     top = max([c.value for c in classes] + [values.background_value, values.ignore_value])
@@ -128,9 +132,13 @@ def write_label_mask(
         gdal.ErrorReset()
         try:
             raw = driver.Create(
-                str(raw_path), grid.width, grid.height, 1, gdal_type,
+                str(raw_path),
+                grid.width,
+                grid.height,
+                1,
+                gdal_type,
                 ["TILED=YES", "BIGTIFF=IF_SAFER"],
-            )  # fmt: skip
+            )
             check_gdal(raw is not None, f"Creating '{raw_path}'", feedback)
             raw.SetGeoTransform(grid.geotransform)
             raw.SetProjection(grid.crs_wkt)

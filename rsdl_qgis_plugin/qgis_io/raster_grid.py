@@ -64,3 +64,25 @@ def grid_from_extent(
         pixel_size,
         crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
     )
+
+
+def _grid_text(grid: RasterGrid, crs: QgsCoordinateReferenceSystem) -> str:
+    x0, _, _, y0, _, _ = grid.geotransform
+    # repr: the shortest exact text, so grids that differ by float noise never read the same
+    return (
+        f"{grid.width} x {grid.height} px, origin ({x0!r}, {y0!r}), pixel "
+        f"{grid.pixel_width!r} x {grid.pixel_height!r}, {crs.authid() or crs.description()}"
+    )
+
+
+def require_same_grid(reference: QgsRasterLayer, other: QgsRasterLayer, hint: str) -> None:
+    """Refuse ``other`` unless it has exactly the size, geotransform and CRS of ``reference``."""
+    expected = grid_from_raster_layer(reference)
+    actual = grid_from_raster_layer(other)
+    shape = (actual.width, actual.height, actual.geotransform)
+    if shape != (expected.width, expected.height, expected.geotransform) or other.crs() != reference.crs():
+        raise GridError(
+            f"'{other.name()}' is not on the grid of '{reference.name()}': "
+            f"'{reference.name()}' is {_grid_text(expected, reference.crs())}; "
+            f"'{other.name()}' is {_grid_text(actual, other.crs())}. {hint}"
+        )

@@ -1,10 +1,11 @@
 """Benchmark: rsdl:rasterizelabels against gdal_rasterize on the same large grid, side by side.
 
 For each grid size it generates building-like polygons at a fixed density (1 m pixels), then
-runs, in one session and in alternating order, ``gdal_rasterize`` and ``qgis_process run rsdl:rasterizelabels``
-with the same output options (class from a field, tiled DEFLATE GeoTIFF). Prints wall time and
-peak RSS of each, their ratios, and qgis_process's start-up cost so the ratio can be read both
-ways. Peak RSS that stays flat as the grid grows shows the mask is written in blocks.
+runs, in one session and in alternating order, ``gdal_rasterize`` and
+``qgis_process run rsdl:rasterizelabels`` with the same output options (class from a field,
+tiled DEFLATE GeoTIFF). Prints wall time and peak RSS of each, their ratios, and
+qgis_process's start-up cost so the ratio can be read both ways. Peak RSS that stays flat as
+the grid grows shows the mask is written in blocks.
 
     python tests/bench/bench_rasterize.py [--sizes 5000,10000,20000] [--density 250] [--repeats 2]
 """
@@ -84,17 +85,44 @@ def bench_size(size: int, density: float, repeats: int, work: Path, qgis: QgisPr
     env = {**qgis.env, "GDAL_CACHEMAX": str(GDAL_CACHE_MB)}
     commands = {
         "gdal_rasterize": [
-            "gdal_rasterize", "-q", "-a", "class_id", "-te", str(xmin), str(ymin), str(xmax), str(ymax),
-            "-tr", "1", "1", "-ot", "Byte", "-a_nodata", "255", "-init", "0",
-            "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", str(labels), str(work / "gdal.tif"),
+            "gdal_rasterize",
+            "-q",
+            "-a",
+            "class_id",
+            "-te",
+            str(xmin),
+            str(ymin),
+            str(xmax),
+            str(ymax),
+            "-tr",
+            "1",
+            "1",
+            "-ot",
+            "Byte",
+            "-a_nodata",
+            "255",
+            "-init",
+            "0",
+            "-co",
+            "TILED=YES",
+            "-co",
+            "COMPRESS=DEFLATE",
+            str(labels),
+            str(work / "gdal.tif"),
         ],
         "rsdl": [
-            qgis.executable, "run", "rsdl:rasterizelabels", "--",
-            f"INPUT={labels}", "FIELD=class_id", f"EXTENT={xmin},{xmax},{ymin},{ymax} [EPSG:{EPSG}]",
-            "PIXEL_SIZE=1", f"OUTPUT={work / 'rsdl.tif'}",
+            qgis.executable,
+            "run",
+            "rsdl:rasterizelabels",
+            "--",
+            f"INPUT={labels}",
+            "FIELD=class_id",
+            f"EXTENT={xmin},{xmax},{ymin},{ymax} [EPSG:{EPSG}]",
+            "PIXEL_SIZE=1",
+            f"OUTPUT={work / 'rsdl.tif'}",
         ],
         "startup": [qgis.executable, "help", "rsdl:rasterizelabels"],
-    }  # fmt: skip
+    }
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(repeats):  # alternate the tools so drift hits both alike
         for name, command in commands.items():
@@ -110,8 +138,12 @@ def bench_size(size: int, density: float, repeats: int, work: Path, qgis: QgisPr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="5000,10000,20000", help="grid sizes (pixels a side), comma separated")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", default="5000,10000,20000", help="grid sizes (pixels a side), comma separated"
+    )
     parser.add_argument("--density", type=float, default=250.0, help="polygons per 1000 x 1000 pixels")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -120,7 +152,9 @@ def main() -> None:
         work = Path(work_dir)
         qgis = QgisProcess(stage(work / "plugins").parent, work / "home")
         qgis.enable_plugin()
-        results = [bench_size(int(size), args.density, args.repeats, work, qgis) for size in args.sizes.split(",")]
+        results = [
+            bench_size(int(size), args.density, args.repeats, work, qgis) for size in args.sizes.split(",")
+        ]
 
     print(f"rasterize: best of {args.repeats}, GDAL_CACHEMAX={GDAL_CACHE_MB} MB for both tools")
     print(
@@ -136,8 +170,10 @@ def main() -> None:
             f" {rsdl_s / gdal_s:>6.2f} {(rsdl_s - startup_s) / gdal_s:>6.2f}"
             f" {gdal_mib:>9.0f} {rsdl_mib:>9.0f} {r['size'] ** 2 / 2**20:>9.0f}"
         )
-    print("ratio: rsdl (qgis_process run) / gdal_rasterize; net: without qgis_process start-up "
-          f"({results[-1]['startup'][0]:.2f} s). grid MiB: one full uint8 array of the grid.")  # fmt: skip
+    print(
+        "ratio: rsdl (qgis_process run) / gdal_rasterize; net: without qgis_process start-up "
+        f"({results[-1]['startup'][0]:.2f} s). grid MiB: one full uint8 array of the grid."
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,13 @@ def test_all_touched_through_qgis_process(shared_data, qgis_process, tmp_path):
     output = tmp_path / "touched.tif"
     qgis_process.run_algorithm(
         "rsdl:rasterizelabels",
-        {"INPUT": str(labels), "REFERENCE": str(grid), "BURN_VALUE": 1, "ALL_TOUCHED": "true", "OUTPUT": str(output)},
+        {
+            "INPUT": str(labels),
+            "REFERENCE": str(grid),
+            "BURN_VALUE": 1,
+            "ALL_TOUCHED": "true",
+            "OUTPUT": str(output),
+        },
     )
     assert np.array_equal(read_band(output), gdal_rasterize_oracle(labels, grid, 1, all_touched=True))
 
@@ -58,7 +64,8 @@ def test_kampala_through_qgis_process(tile, shared_data, qgis_process, tmp_path)
     grid = shared_data / "fair_kampala_buildings/tiles" / tile
     output = tmp_path / "kampala.tif"
     qgis_process.run_algorithm(
-        "rsdl:rasterizelabels", {"INPUT": str(labels), "REFERENCE": str(grid), "BURN_VALUE": 1, "OUTPUT": str(output)}
+        "rsdl:rasterizelabels",
+        {"INPUT": str(labels), "REFERENCE": str(grid), "BURN_VALUE": 1, "OUTPUT": str(output)},
     )
     actual = read_band(output)
     assert actual.any()
@@ -97,7 +104,9 @@ def test_streams_with_a_tiny_gdal_cache(qgis_process, tmp_path):
         feature = ogr.Feature(layer.GetLayerDefn())
         feature.SetField("cls", i % 3 + 1)
         y0 = 100000 - i * 100
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON((0 {y0}, 3000 {y0}, 3000 {y0 - 50}, 0 {y0 - 50}, 0 {y0}))"))
+        feature.SetGeometry(
+            ogr.CreateGeometryFromWkt(f"POLYGON((0 {y0}, 3000 {y0}, 3000 {y0 - 50}, 0 {y0 - 50}, 0 {y0}))")
+        )
         layer.CreateFeature(feature)
     datasource = None
     output = tmp_path / "stripes.tif"
@@ -106,7 +115,13 @@ def test_streams_with_a_tiny_gdal_cache(qgis_process, tmp_path):
     try:
         qgis_process.run_algorithm(
             "rsdl:rasterizelabels",
-            {"INPUT": str(labels), "FIELD": "cls", "EXTENT": "0,3000,97000,100000 [EPSG:32636]", "PIXEL_SIZE": 1, "OUTPUT": str(output)},
+            {
+                "INPUT": str(labels),
+                "FIELD": "cls",
+                "EXTENT": "0,3000,97000,100000 [EPSG:32636]",
+                "PIXEL_SIZE": 1,
+                "OUTPUT": str(output),
+            },
         )
     finally:
         qgis_process.env = env

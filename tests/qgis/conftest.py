@@ -12,6 +12,22 @@ from qgis.core import QgsApplication
 QGIS_PYTHON_PLUGINS = Path("/usr/share/qgis/python/plugins")
 
 
+_KEEP_ALIVE: list[Any] = []  # the registry does not own Python providers: keep ours referenced
+
+
+def _registered_provider():
+    """The registered rsdl provider; registered anew when a test removed it (test_plugin does)."""
+    from rsdl_qgis_plugin.processing_provider.provider import RsdlProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("rsdl")
+    if provider is None:
+        provider = RsdlProvider()
+        registry.addProvider(provider)
+        _KEEP_ALIVE.append(provider)
+    return provider
+
+
 @pytest.fixture(scope="session")
 def rsdl_provider(qgis_app: QgsApplication):
     """Processing initialised (QGIS's own algorithms too) and the rsdl provider registered."""
@@ -19,27 +35,27 @@ def rsdl_provider(qgis_app: QgsApplication):
         sys.path.append(str(QGIS_PYTHON_PLUGINS))
     from processing.core.Processing import Processing
 
-    from rsdl_qgis_plugin.processing_provider.provider import RsdlProvider
-
     Processing.initialize()
-    registry = QgsApplication.processingRegistry()
-    provider = registry.providerById("rsdl")
-    if provider is None:
-        provider = RsdlProvider()
-        registry.addProvider(provider)
-    yield provider
+    yield _registered_provider()
 
 
-@pytest.fixture()
-def run_algorithm(rsdl_provider):
-    """Run an algorithm through processing.run, as the Toolbox and scripts do."""
+@pytest.fixture(scope="session")
+def run_processing(rsdl_provider):
+    """Run an algorithm through processing.run, as the Toolbox and scripts do (any scope)."""
     import processing
     from qgis.core import QgsProcessingContext, QgsProcessingFeedback
 
     def run(algorithm_id: str, parameters: dict[str, Any], feedback: QgsProcessingFeedback | None = None):
+        _registered_provider()
         context = QgsProcessingContext()
         return processing.run(
             algorithm_id, parameters, context=context, feedback=feedback or QgsProcessingFeedback()
         )
 
     return run
+
+
+@pytest.fixture()
+def run_algorithm(run_processing):
+    """Run an algorithm through processing.run, as the Toolbox and scripts do."""
+    return run_processing

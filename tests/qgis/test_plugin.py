@@ -42,5 +42,16 @@ def test_metadata_is_complete(repo_root):
     general = metadata["general"]
     assert general["hasProcessingProvider"] == "yes"
     assert general["qgisMinimumVersion"] == "3.22"
-    for key in ("name", "description", "about", "version", "author", "email", "tags", "homepage", "tracker", "repository"):
+    for key in (
+        "name",
+        "description",
+        "about",
+        "version",
+        "author",
+        "email",
+        "tags",
+        "homepage",
+        "tracker",
+        "repository",
+    ):
         assert general.get(key), key

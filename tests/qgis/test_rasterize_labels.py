@@ -61,7 +61,13 @@ def test_all_touched_equals_gdal(shared_data, run_algorithm, tmp_path):
     output = tmp_path / "touched.tif"
     run_algorithm(
         ALG,
-        {"INPUT": [str(labels)], "REFERENCE": str(grid), "BURN_VALUE": 1, "ALL_TOUCHED": True, "OUTPUT": str(output)},
+        {
+            "INPUT": [str(labels)],
+            "REFERENCE": str(grid),
+            "BURN_VALUE": 1,
+            "ALL_TOUCHED": True,
+            "OUTPUT": str(output),
+        },
     )
     actual = read_band(output)
     expected = gdal_rasterize_oracle(labels, grid, burn=1, all_touched=True)
@@ -73,7 +79,7 @@ def test_all_touched_equals_gdal(shared_data, run_algorithm, tmp_path):
 
 def test_kampala_reprojected_invalid_labels_agree_with_gdal(shared_data, run_algorithm, tmp_path):
     labels = shared_data / "fair_kampala_buildings/buildings.geojson"
-    total, invalid = valid_feature_count(labels)
+    _, invalid = valid_feature_count(labels)
     assert invalid >= 1, "the data set should hold an invalid polygon"
     tiles = sorted((shared_data / "fair_kampala_buildings/tiles").glob("*.tif"))
     assert len(tiles) == 126
@@ -122,7 +128,10 @@ def test_text_classes_buffers_and_styling(sample_scene, run_algorithm, tmp_path)
     result = run_algorithm(
         ALG,
         {
-            "INPUT": [f"{sample_scene / 'labels.gpkg'}|layername=landcover", f"{sample_scene / 'labels.gpkg'}|layername=roads"],
+            "INPUT": [
+                f"{sample_scene / 'labels.gpkg'}|layername=landcover",
+                f"{sample_scene / 'labels.gpkg'}|layername=roads",
+            ],
             "FIELD": "class_name",
             "REFERENCE": str(sample_scene / "scene.tif"),
             "BUFFER_WIDTH": 6,
@@ -161,7 +170,9 @@ def test_text_classes_buffers_and_styling(sample_scene, run_algorithm, tmp_path)
     assert {c.value: c.label for c in renderer.classes()}[3] == "vegetation"
 
 
-def _memory_layer(crs: str | None, polygons: list[tuple[str, object]], field: str = "cls:integer") -> QgsVectorLayer:
+def _memory_layer(
+    crs: str | None, polygons: list[tuple[str, object]], field: str = "cls:integer"
+) -> QgsVectorLayer:
     layer = QgsVectorLayer(f"Polygon?field={field}", "labels", "memory")
     layer.setCrs(QgsCoordinateReferenceSystem(crs) if crs else QgsCoordinateReferenceSystem())
     features = []
@@ -187,7 +198,9 @@ GRID = {"EXTENT": "0,100,0,100 [EPSG:32636]", "PIXEL_SIZE": 1.0}
 def test_overlap_rules(rule, expected_overlap, run_algorithm, tmp_path):
     layer = _memory_layer("EPSG:32636", [(SQUARE_B, 2), (SQUARE_A, 1)])
     output = tmp_path / "overlap.tif"
-    run_algorithm(ALG, {"INPUT": [layer], "FIELD": "cls", "OVERLAP_RULE": rule, "OUTPUT": str(output), **GRID})
+    run_algorithm(
+        ALG, {"INPUT": [layer], "FIELD": "cls", "OVERLAP_RULE": rule, "OUTPUT": str(output), **GRID}
+    )
     mask = read_band(output)
     assert mask.shape == (100, 100)
     assert mask[50, 45] == expected_overlap  # inside both squares (row 50 is y = 49.5)
@@ -199,7 +212,18 @@ def test_extent_grid_equals_reference_grid(shared_data, run_algorithm, tmp_path)
     x0, dx, _, y0, _, dy = grid.GetGeoTransform()
     extent = f"{x0},{x0 + dx * grid.RasterXSize},{y0 + dy * grid.RasterYSize},{y0} [EPSG:32616]"
     labels = str(shared_data / "solaris_atlanta/geotiff_labels.geojson")
-    run_algorithm(ALG, {"INPUT": [labels], "EXTENT": extent, "PIXEL_SIZE": dx, "BURN_VALUE": 255, "IGNORE_VALUE": 0, "UNLABELLED": 1, "OUTPUT": str(tmp_path / "a.tif")})
+    run_algorithm(
+        ALG,
+        {
+            "INPUT": [labels],
+            "EXTENT": extent,
+            "PIXEL_SIZE": dx,
+            "BURN_VALUE": 255,
+            "IGNORE_VALUE": 0,
+            "UNLABELLED": 1,
+            "OUTPUT": str(tmp_path / "a.tif"),
+        },
+    )
     expected = read_band(shared_data / "solaris_atlanta/sample_fp_mask_from_geojson.tif")
     assert np.array_equal(read_band(tmp_path / "a.tif"), expected)
     assert gdal.Open(str(tmp_path / "a.tif")).GetGeoTransform() == pytest.approx(grid.GetGeoTransform())
@@ -208,7 +232,14 @@ def test_extent_grid_equals_reference_grid(shared_data, run_algorithm, tmp_path)
 def test_reference_nodata_becomes_ignore(shared_data, run_algorithm, tmp_path):
     image = shared_data / "rasterio_rgb/RGB.byte.tif"
     output = tmp_path / "box.tif"
-    run_algorithm(ALG, {"INPUT": [str(shared_data / "rasterio_rgb/box.shp")], "REFERENCE": str(image), "OUTPUT": str(output)})
+    run_algorithm(
+        ALG,
+        {
+            "INPUT": [str(shared_data / "rasterio_rgb/box.shp")],
+            "REFERENCE": str(image),
+            "OUTPUT": str(output),
+        },
+    )
     mask = read_band(output)
     pixels = gdal.Open(str(image)).ReadAsArray()
     nodata = (pixels == 0).all(axis=0)  # nodata 0 in every band: the collar
@@ -220,7 +251,9 @@ def test_reference_nodata_becomes_ignore(shared_data, run_algorithm, tmp_path):
 def test_wide_class_values_use_uint16(run_algorithm, tmp_path):
     layer = _memory_layer("EPSG:32636", [(SQUARE_A, 300)])
     output = tmp_path / "wide.tif"
-    run_algorithm(ALG, {"INPUT": [layer], "FIELD": "cls", "IGNORE_VALUE": 65535, "OUTPUT": str(output), **GRID})
+    run_algorithm(
+        ALG, {"INPUT": [layer], "FIELD": "cls", "IGNORE_VALUE": 65535, "OUTPUT": str(output), **GRID}
+    )
     dataset = gdal.Open(str(output))
     band = dataset.GetRasterBand(1)
     assert band.DataType == gdal.GDT_UInt16
@@ -237,7 +270,9 @@ def _assert_refused(run_algorithm, parameters, tmp_path, message):
 
 def test_bad_inputs_are_refused_clearly(run_algorithm, tmp_path):
     good = _memory_layer("EPSG:32636", [(SQUARE_A, 1)])
-    _assert_refused(run_algorithm, {"INPUT": [_memory_layer(None, [(SQUARE_A, 1)])], **GRID}, tmp_path, "has no CRS")
+    _assert_refused(
+        run_algorithm, {"INPUT": [_memory_layer(None, [(SQUARE_A, 1)])], **GRID}, tmp_path, "has no CRS"
+    )
     _assert_refused(run_algorithm, {"INPUT": [_memory_layer("EPSG:32636", [])], **GRID}, tmp_path, "is empty")
     far = _memory_layer("EPSG:32636", [("POLYGON((5000 5000, 5100 5000, 5100 5100, 5000 5000))", 1)])
     _assert_refused(run_algorithm, {"INPUT": [far], **GRID}, tmp_path, "No label feature overlaps")
@@ -285,7 +320,7 @@ def test_cancel_leaves_nothing(threshold, shared_data, run_algorithm, tmp_path):
         "FIELD": "val",
         "OUTPUT": str(output),
     }
-    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+    with pytest.raises(QgsProcessingException, match=r"[Cc]ancel"):
         run_algorithm(ALG, parameters, CancelAtProgress(threshold))
     assert not output.exists()
     assert list(tmp_path.iterdir()) == []

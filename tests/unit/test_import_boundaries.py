@@ -16,7 +16,17 @@ PLUGIN = REPO / "rsdl_qgis_plugin"
 
 # For each package: top-level modules or plugin subpackages it must never import.
 FORBIDDEN = {
-    "core": {"qgis", "osgeo", "onnxruntime", "torch", "training", "processing_provider", "qgis_io", "inference", "gui"},
+    "core": {
+        "qgis",
+        "osgeo",
+        "onnxruntime",
+        "torch",
+        "training",
+        "processing_provider",
+        "qgis_io",
+        "inference",
+        "gui",
+    },
     "inference": {"qgis", "training", "processing_provider", "qgis_io", "gui"},
     "qgis_io": {"training", "processing_provider", "gui", "torch"},
     "processing_provider": {"training", "gui"},

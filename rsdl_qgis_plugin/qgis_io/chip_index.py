@@ -1,0 +1,104 @@
+"""The chip index: a GeoPackage layer with one footprint polygon per written chip.
+
+Fields are listed in core/chip_dataset.py. Rows are collected during the export (a few hundred
+bytes per chip) and written in one transaction at the end, once every class value is known.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from osgeo import gdal, ogr, osr
+from qgis.core import QgsFeedback
+
+from ..core.chip_dataset import INDEX_LAYER, ChipRecord, pixel_field
+from ..core.grid import RasterGrid
+from .gdal_calls import check_gdal, raise_if_cancelled
+
+_FIELDS = (
+    ("chip_id", ogr.OFTString),
+    ("split", ogr.OFTString),
+    ("row_off", ogr.OFTInteger),
+    ("col_off", ogr.OFTInteger),
+    ("size", ogr.OFTInteger),
+    ("image", ogr.OFTString),
+    ("mask", ogr.OFTString),
+    ("class_image", ogr.OFTString),
+    ("chip_class", ogr.OFTString),
+    ("class_value", ogr.OFTInteger64),
+    ("labelled_frac", ogr.OFTReal),
+    ("ignored_frac", ogr.OFTReal),
+)
+
+
+def footprint(grid: RasterGrid, record: ChipRecord) -> ogr.Geometry:
+    """The chip's bounds as a polygon in the grid's CRS."""
+    x0, dx, _, y0, _, dy = grid.window_geotransform(record.window.col, record.window.row)
+    x1, y1 = x0 + dx * record.window.size, y0 + dy * record.window.size
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+        ring.AddPoint_2D(x, y)
+    polygon = ogr.Geometry(ogr.wkbPolygon)
+    polygon.AddGeometry(ring)
+    return polygon
+
+
+def write_chip_index(
+    path: Path,
+    records: list[ChipRecord],
+    grid: RasterGrid,
+    crs_wkt: str,
+    pixel_values: list[int],
+    feedback: QgsFeedback | None = None,
+) -> None:
+    """Write the index GeoPackage at ``path`` with a ``px_<value>`` field per value."""
+    gdal.ErrorReset()
+    datasource = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    check_gdal(datasource is not None, f"Creating the chip index '{path}'", feedback)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs_wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    layer = datasource.CreateLayer(INDEX_LAYER, srs, ogr.wkbPolygon, ["SPATIAL_INDEX=YES"])
+    check_gdal(layer is not None, f"Creating layer '{INDEX_LAYER}' in '{path}'", feedback)
+    for name, field_type in _FIELDS:
+        layer.CreateField(ogr.FieldDefn(name, field_type))
+    for value in pixel_values:
+        layer.CreateField(ogr.FieldDefn(pixel_field(value), ogr.OFTInteger64))
+    definition = layer.GetLayerDefn()
+
+    layer.StartTransaction()
+    for number, record in enumerate(records):
+        if number % 1000 == 0:
+            raise_if_cancelled(feedback)
+        feature = ogr.Feature(definition)
+        window = record.window
+        attributes = {
+            "chip_id": window.chip_id,
+            "split": record.split.value,
+            "row_off": window.row,
+            "col_off": window.col,
+            "size": window.size,
+            "image": record.image_path,
+            "mask": record.mask_path,
+            "class_image": record.class_path,
+            "chip_class": record.class_name,
+            "class_value": record.class_value,
+            "labelled_frac": record.labelled_fraction,
+            "ignored_frac": record.ignored_fraction,
+        }
+        for value in pixel_values:
+            attributes[pixel_field(value)] = record.counts.get(value, 0)
+        for name, value in attributes.items():
+            if value is None:
+                feature.SetFieldNull(name)
+            else:
+                feature.SetField(name, value)
+        feature.SetGeometryDirectly(footprint(grid, record))
+        check_gdal(
+            layer.CreateFeature(feature) == 0, f"Writing chip '{window.chip_id}' to the index", feedback
+        )
+    check_gdal(layer.CommitTransaction() == 0, f"Writing the chip index '{path}'", feedback)
+    # Features must go before their datasource closes (they use its layer definition).
+    feature = definition = layer = None
+    datasource = None
+    check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing the chip index '{path}'", feedback)

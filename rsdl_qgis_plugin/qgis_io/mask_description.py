@@ -1,0 +1,111 @@
+"""Read back what a label-mask raster means: its classes and its background and ignore values.
+
+Masks written by rsdl:rasterizelabels carry both as metadata (see mask_writer). For any other
+single-band unsigned-integer mask:
+- the ignore value is the band's nodata value, else the ignore value given;
+- the background value is the one given, unless unlabelled area is declared ignore or the given
+  background equals the ignore value (then the mask has no background);
+- classes are named from the band's category names (coloured from its colour table); values
+  that nothing names are found while reading and named ``class_<value>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from osgeo import gdal
+
+from ..core.errors import RsdlError
+from ..core.label_rules import LabelClass, MaskValues, default_class_color
+from .mask_writer import CLASSES_METADATA_KEY, MASK_VALUES_METADATA_KEY
+
+UNSIGNED_GDAL_TYPES = (gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_UInt32)
+
+
+@dataclass(frozen=True)
+class MaskDescription:
+    classes: list[LabelClass]
+    values: MaskValues
+
+
+def check_mask_raster(dataset: gdal.Dataset, name: str) -> None:
+    """Refuse rasters that cannot be label masks, naming the reason."""
+    if dataset.RasterCount != 1:
+        raise RsdlError(
+            f"The mask '{name}' has {dataset.RasterCount} bands; a label mask has one band of class values."
+        )
+    data_type = dataset.GetRasterBand(1).DataType
+    if data_type not in UNSIGNED_GDAL_TYPES:
+        raise RsdlError(
+            f"The mask '{name}' holds {gdal.GetDataTypeName(data_type)} values; a label mask holds "
+            "unsigned whole numbers (Byte, UInt16 or UInt32). Convert it (Raster > Conversion > "
+            "Translate) or rasterize the labels with rsdl:rasterizelabels."
+        )
+
+
+def _json_item(dataset: gdal.Dataset, key: str, name: str) -> dict | None:
+    text = dataset.GetMetadataItem(key)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RsdlError(f"The mask '{name}' has unreadable {key} metadata: {error}.") from error
+
+
+def _rgb_hex(entry: tuple[int, ...]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*entry[:3])
+
+
+def _classes_from_band(band: gdal.Band, values: MaskValues) -> list[LabelClass]:
+    """Classes named by the band's category names, coloured from its colour table."""
+    table = band.GetColorTable()
+    reserved = {values.ignore_value} | (set() if values.unlabelled_is_ignore else {values.background_value})
+    classes = []
+    for value, name in enumerate(band.GetCategoryNames() or []):
+        if not name or value in reserved:
+            continue
+        if table is not None and value < table.GetCount():
+            color = _rgb_hex(table.GetColorEntry(value))
+        else:
+            color = default_class_color(name, value)
+        classes.append(LabelClass(value, name, color))
+    return classes
+
+
+def describe_mask(
+    dataset: gdal.Dataset,
+    name: str,
+    background_value: int,
+    ignore_value: int,
+    unlabelled_is_ignore: bool,
+) -> MaskDescription:
+    """Classes and reserved values of a label mask (see the module docstring for the rules)."""
+    check_mask_raster(dataset, name)
+    band = dataset.GetRasterBand(1)
+    stored_values = _json_item(dataset, MASK_VALUES_METADATA_KEY, name)
+    if stored_values is not None:
+        background = stored_values.get("background")
+        values = MaskValues(
+            background_value=0 if background is None else int(background),
+            ignore_value=int(stored_values["ignore"]),
+            unlabelled_is_ignore=background is None,
+        )
+    else:
+        nodata = band.GetNoDataValue()
+        ignore = (
+            int(nodata) if nodata is not None and float(nodata).is_integer() and nodata >= 0 else ignore_value
+        )
+        no_background = unlabelled_is_ignore or background_value == ignore
+        values = MaskValues(background_value, ignore, unlabelled_is_ignore=no_background)
+
+    stored_classes = _json_item(dataset, CLASSES_METADATA_KEY, name)
+    if stored_classes is not None:
+        classes = [
+            LabelClass(int(value), str(entry["name"]), str(entry["color"]))
+            for value, entry in sorted(stored_classes.items(), key=lambda item: int(item[0]))
+        ]
+    else:
+        classes = _classes_from_band(band, values)
+    return MaskDescription(classes, values)
