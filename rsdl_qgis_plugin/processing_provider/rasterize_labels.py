@@ -12,9 +12,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
@@ -25,7 +23,6 @@ from qgis.core import (
 
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
-from ..core.label_rules import OVERLAP_RULE_DESCRIPTIONS, OverlapRule
 from ..qgis_io.raster_grid import grid_from_extent, grid_from_raster_layer, open_gdal
 from .base_algorithm import RsdlAlgorithm
 from .label_parameters import LabelParameters
@@ -54,7 +51,7 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
     EXTENT = "EXTENT"
     PIXEL_SIZE = "PIXEL_SIZE"
     TARGET_CRS = "TARGET_CRS"
-    ALL_TOUCHED = "ALL_TOUCHED"
+    ALL_TOUCHED = LabelParameters.ALL_TOUCHED
     OUTPUT = "OUTPUT"
     STATISTICS = "STATISTICS"
     CHART = "CHART"
@@ -99,25 +96,9 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
             ),
             "CRS of the grid when no REFERENCE is given; defaults to the extent's CRS.",
         )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(
-                self.ALL_TOUCHED, self.tr("Burn all touched pixels"), defaultValue=False
-            ),
-            "Off: a pixel is burnt when its centre lies inside a label (as gdal_rasterize). "
-            "On: every pixel a label touches is burnt (gdal_rasterize -at).",
-        )
+        LabelParameters.add_all_touched_parameter(self)
         LabelParameters.add_value_parameters(self)
-        self.add_parameter(
-            QgsProcessingParameterEnum(
-                LabelParameters.OVERLAP_RULE,
-                self.tr("Where labels overlap"),
-                options=[OVERLAP_RULE_DESCRIPTIONS[rule] for rule in OverlapRule],
-                defaultValue=int(OverlapRule.LAST_FEATURE),
-            ),
-            "Which class a pixel takes where labels overlap: the last feature drawn (layers in "
-            "the order given, features in layer order; gdal_rasterize's rule), the highest class "
-            "value, or the lowest.",
-        )
+        LabelParameters.add_overlap_parameter(self)
         LabelParameters.add_buffer_parameters(self)
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Label mask")),
