@@ -91,6 +91,7 @@ def main() -> None:
             "MODE": 2,
             "VAL_FRACTION": 0.25,
             "SPLIT_BLOCK": 256,
+            "MIN_COVER": 0.1,
             "OUTPUT": str(out / "chips"),
         },
     )
