@@ -9,7 +9,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 SYSTEM_PY   := /usr/bin/python3
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-matplotlib python3-venv gdal-bin xvfb xauth
-REQUIREMENTS := requirements/dev.txt requirements/plugin.txt requirements/constraints.txt
+REQUIREMENTS := $(wildcard requirements/*.txt)
 INSTALL_STAMP := $(VENV)/.rsdl-installed
 DIST        := dist
 PLUGIN_ZIP  := $(DIST)/rsdl_qgis_plugin.zip
@@ -39,7 +39,9 @@ apt-packages: ## Install QGIS, GDAL and Xvfb from Debian packages when any is mi
 $(INSTALL_STAMP): $(REQUIREMENTS) Makefile
 	@$(MAKE) --no-print-directory apt-packages
 	@test -x $(PY) || $(SYSTEM_PY) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt -r requirements/plugin.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+	  -r requirements/dev.txt -r requirements/plugin.txt -r requirements/ml.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/toolbelt.txt
 	@touch $@
 
 install: ## Install apt packages, the .venv and pinned pip packages (idempotent, seconds when done)
