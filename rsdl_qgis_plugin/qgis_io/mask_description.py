@@ -18,7 +18,7 @@ from osgeo import gdal
 
 from ..core.errors import RsdlError
 from ..core.label_rules import LabelClass, MaskValues, default_class_color
-from .mask_writer import CLASSES_METADATA_KEY, MASK_VALUES_METADATA_KEY
+from .raster_description import CLASSES_METADATA_KEY, MASK_VALUES_METADATA_KEY
 
 UNSIGNED_GDAL_TYPES = (gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_UInt32)
 

@@ -9,7 +9,6 @@ renamed into place.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,12 @@ from qgis.core import QgsFeedback
 from ..core.atomic_output import atomic_file, temporary_sibling
 from ..core.class_statistics import ClassStatistics
 from ..core.grid import RasterGrid
-from ..core.label_rules import LabelClass, MaskValues, hex_to_rgb, smallest_unsigned_dtype
+from ..core.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
 from .gdal_calls import check_gdal, progress_callback, raise_if_cancelled
 from .label_features import BURN_FIELD
+from .raster_description import apply_description, class_raster_description
 from .raster_nodata import has_nodata, nodata_mask_rows
 
-CLASSES_METADATA_KEY = "RSDL_CLASSES"
-MASK_VALUES_METADATA_KEY = "RSDL_MASK_VALUES"
 ROWS_PER_PASS = 512
 OUTPUT_CREATION_OPTIONS = ["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"]
 
@@ -76,41 +74,6 @@ def _apply_ignore_and_count(
     return statistics
 
 
-def _describe_classes(
-    band: gdal.Band, dataset: gdal.Dataset, classes: list[LabelClass], values: MaskValues
-) -> None:
-    """Colour table, category names and JSON metadata, so the mask opens styled and named."""
-    table = gdal.ColorTable()
-    top = max([c.value for c in classes] + [values.background_value, values.ignore_value])
-    names = [""] * (top + 1) if top < 65536 else None
-    if not values.unlabelled_is_ignore:
-        table.SetColorEntry(values.background_value, (0, 0, 0, 255))
-        if names is not None:
-            names[values.background_value] = "background"
-    table.SetColorEntry(values.ignore_value, (0, 0, 0, 0))
-    for label_class in classes:
-        table.SetColorEntry(label_class.value, (*hex_to_rgb(label_class.color), 255))
-        if names is not None:
-            names[label_class.value] = label_class.name
-    if dataset.GetRasterBand(1).DataType in (gdal.GDT_Byte, gdal.GDT_UInt16):
-        band.SetColorTable(table)
-    if names is not None:
-        band.SetCategoryNames(names)
-    dataset.SetMetadataItem(
-        CLASSES_METADATA_KEY,
-        json.dumps({str(c.value): {"name": c.name, "color": c.color} for c in classes}),
-    )
-    dataset.SetMetadataItem(
-        MASK_VALUES_METADATA_KEY,
-        json.dumps(
-            {
-                "background": None if values.unlabelled_is_ignore else values.background_value,
-                "ignore": values.ignore_value,
-            }
-        ),
-    )
-
-
 def write_label_mask(
     labels: ogr.Layer,
     classes: list[LabelClass],
@@ -147,7 +110,7 @@ def write_label_mask(
             # nodata value is given to the copy only: on the raw file it would turn never-written
             # tiles into nodata, and the copy must know it from the start because GTiff's
             # CreateCopy leaves out nodata-only tiles.
-            _describe_classes(raw.GetRasterBand(1), raw, classes, values)
+            apply_description(raw, class_raster_description(classes, values), with_nodata=False)
             # A new GTiff reads as 0 where nothing was written: fill only for another value.
             if values.unlabelled_value != 0:
                 check_gdal(
