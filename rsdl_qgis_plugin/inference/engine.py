@@ -1,0 +1,258 @@
+"""The tiled inference engine: stream a raster through a model, tile by tile, and blend.
+
+QGIS-free. A reader thread reads tile windows ahead (I/O-bound) while the model runs batches;
+blended rows are handed to the sinks as soon as no later tile touches them, so memory is bounded
+by tile size x raster width, never by raster height.
+
+Output heads are interpreted here (see ``HeadLayout``): [B,C,H,W], [B,H,W] (one channel), and
+outputs smaller than the tile (a valid-convolution net, e.g. 512 -> 484) taken as the tile's
+centre.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..core.errors import CancelledError, ModelError, RsdlError
+from ..core.model_spec import ModelSpec
+from ..core.tiling import BlendMode, StreamingBlender, TilePlan, TileWindow, pad_tile
+from .backends import ModelBackend
+
+PREFETCH_BATCHES = 2
+
+
+class WindowReader(Protocol):
+    """Reads windows of the processing grid: (bands, rows, cols) data and a (rows, cols) valid mask."""
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class RowSink(Protocol):
+    """Receives blended rows of one output head: (channels, rows, width) float32, NaN = no data."""
+
+    def write_rows(self, first_row: int, values: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    tile_size: int
+    overlap: int
+    batch_size: int = 4
+    blend_mode: BlendMode = BlendMode.PYRAMID
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """How one output head maps onto a tile: channels, and the margin it lacks on each side."""
+
+    channels: int
+    margin: int  # 0 when the head's output covers the whole tile
+
+    @classmethod
+    def from_output(cls, output: np.ndarray, tile_size: int, head: int) -> HeadLayout:
+        if output.ndim == 3:  # [B, H, W]: one channel
+            output = output[:, None]
+        if output.ndim != 4:
+            raise ModelError(
+                f"Output {head + 1} of the model has shape {list(output.shape)}; a segmentation or "
+                "regression model must output [batch, channels, height, width] or [batch, height, "
+                "width]. For one value per tile use rsdl:classifytiles."
+            )
+        height, width = output.shape[2:]
+        if height != width or height > tile_size or (tile_size - height) % 2:
+            raise ModelError(
+                f"Output {head + 1} of the model is {height} x {width} pixels for a {tile_size} x "
+                f"{tile_size} tile; only outputs of the tile's size or a centred crop of it are "
+                "supported."
+            )
+        return cls(channels=output.shape[1], margin=(tile_size - height) // 2)
+
+    def to_tile(self, output: np.ndarray, tile_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """One item's output as (channels, tile, tile) values, and the part it covers."""
+        values = output if output.ndim == 3 else output[None]
+        if not self.margin:
+            return values.astype(np.float32, copy=False), None
+        full = np.zeros((self.channels, tile_size, tile_size), dtype=np.float32)
+        inner = slice(self.margin, tile_size - self.margin)
+        full[:, inner, inner] = values
+        covered = np.zeros((tile_size, tile_size), dtype=bool)
+        covered[inner, inner] = True
+        return full, covered
+
+
+@dataclass
+class _TileData:
+    tile: TileWindow
+    data: np.ndarray | None  # (bands, tile, tile), None when the tile holds no valid pixel
+    valid: np.ndarray | None
+
+
+class _Prefetcher:
+    """Reads tiles in plan order on a worker thread, a bounded number ahead of the model."""
+
+    _DONE = object()
+
+    def __init__(self, plan: TilePlan, reader_factory: Callable[[], WindowReader], depth: int) -> None:
+        self.plan = plan
+        self.reader_factory = reader_factory
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="rsdl-tile-reader", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            reader = self.reader_factory()  # created here: QGIS providers are per-thread
+            width, height = self.plan.width, self.plan.height
+            for tile in self.plan.tiles:
+                row, col, rows, cols = tile.read_window(width, height)
+                data, valid = reader.read(row, col, rows, cols)
+                if not valid.any():
+                    item = _TileData(tile, None, None)
+                else:
+                    padding = tile.padding(width, height)
+                    item = _TileData(
+                        tile,
+                        pad_tile(data, padding),
+                        np.pad(valid, padding, mode="constant", constant_values=False),
+                    )
+                if not self._put(item):
+                    return
+        except BaseException as error:  # handed to the consumer thread, which raises it
+            self.error = error
+        self._put(self._DONE)
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is self._DONE:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def _as_probabilities(values: np.ndarray) -> np.ndarray:
+    """Softmax over channels for a batch of logits; probabilities pass unchanged."""
+    if values.shape[1] < 2 or (values.min() >= 0.0 and values.max() <= 1.0):
+        return values
+    shifted = np.exp(values - values.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class TiledInference:
+    """Runs a model over a raster grid and streams blended rows to one sink per output head."""
+
+    def __init__(
+        self,
+        backend: ModelBackend,
+        spec: ModelSpec,
+        bands: tuple[int, ...],
+        settings: InferenceSettings,
+        width: int,
+        height: int,
+    ) -> None:
+        if settings.batch_size < 1:
+            raise RsdlError(f"The batch size must be at least 1, got {settings.batch_size}.")
+        self.backend = backend
+        self.spec = spec
+        self.bands = bands
+        self.settings = settings
+        self.plan = TilePlan(width, height, settings.tile_size, settings.overlap)
+        self.heads = self._probe_heads()
+        self.probabilities = spec.model_type.value == "Segmentor"
+
+    def _probe_heads(self) -> list[HeadLayout]:
+        """One forward pass on a blank tile: validates the model and learns each head's layout."""
+        size = self.settings.tile_size
+        blank = np.zeros((1, len(self.bands), size, size), dtype=np.float32)
+        outputs = self.backend.run(blank)
+        return [HeadLayout.from_output(output, size, head) for head, output in enumerate(outputs)]
+
+    def run(
+        self,
+        reader_factory: Callable[[], WindowReader],
+        sinks: list[RowSink],
+        progress: Callable[[float], None] = lambda _fraction: None,
+        is_cancelled: Callable[[], bool] = lambda: False,
+    ) -> dict[str, int]:
+        """Process every tile; returns counts (tiles run, tiles skipped as nodata, batches)."""
+        if len(sinks) != len(self.heads):
+            raise RsdlError(f"The model has {len(self.heads)} outputs but {len(sinks)} sinks were given.")
+        blenders = [
+            StreamingBlender(self.plan, head.channels, self.settings.blend_mode) for head in self.heads
+        ]
+        counts = {"tiles": len(self.plan), "run": 0, "skipped_nodata": 0, "batches": 0}
+        pending: list[_TileData] = []
+        prefetcher = _Prefetcher(self.plan, reader_factory, depth=PREFETCH_BATCHES * self.settings.batch_size)
+        try:
+            for item in prefetcher:
+                pending.append(item)
+                if sum(entry.data is not None for entry in pending) >= self.settings.batch_size:
+                    self._flush(pending, blenders, sinks, counts)
+                    progress(pending[-1].tile.index / len(self.plan) if pending else 1.0)
+                    pending = []
+                    if is_cancelled():
+                        raise CancelledError()
+            self._flush(pending, blenders, sinks, counts)
+            for blender, sink in zip(blenders, sinks):
+                for first_row, values in blender.finish():
+                    sink.write_rows(first_row, values)
+            progress(1.0)
+        finally:
+            prefetcher.close()
+        return counts
+
+    def _flush(
+        self,
+        pending: list[_TileData],
+        blenders: list[StreamingBlender],
+        sinks: list[RowSink],
+        counts: dict[str, int],
+    ) -> None:
+        """Run the model on the pending tiles, then add or skip them in plan order."""
+        with_data = [entry for entry in pending if entry.data is not None]
+        outputs: list[np.ndarray] = []
+        if with_data:
+            batch = self.spec.normalize(np.stack([entry.data for entry in with_data]))
+            outputs = self.backend.run(batch)
+            counts["batches"] += 1
+            counts["run"] += len(with_data)
+            if self.probabilities:
+                outputs = [
+                    _as_probabilities(output if output.ndim == 4 else output[:, None]) for output in outputs
+                ]
+        position = 0
+        for entry in pending:
+            if entry.data is None:
+                counts["skipped_nodata"] += 1
+                for blender in blenders:
+                    blender.skip(entry.tile)
+                continue
+            for head, (layout, blender) in enumerate(zip(self.heads, blenders)):
+                values, covered = layout.to_tile(outputs[head][position], self.settings.tile_size)
+                valid = entry.valid if covered is None else entry.valid & covered
+                blender.add(entry.tile, values, valid)
+            position += 1
+        for blender, sink in zip(blenders, sinks):
+            for first_row, values in blender.pop_ready():
+                sink.write_rows(first_row, values)
