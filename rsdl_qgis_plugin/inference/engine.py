@@ -214,6 +214,8 @@ class TiledInference:
                     if is_cancelled():
                         raise CancelledError()
             self._flush(pending, blenders, sinks, counts)
+            if is_cancelled():
+                raise CancelledError()
             for blender, sink in zip(blenders, sinks):
                 for first_row, values in blender.finish():
                     sink.write_rows(first_row, values)

@@ -9,8 +9,9 @@ from qgis.PyQt.QtGui import QIcon
 
 from .export_chips import ExportChipsAlgorithm
 from .rasterize_labels import RasterizeLabelsAlgorithm
+from .segment import SegmentAlgorithm
 
-ALGORITHMS = (RasterizeLabelsAlgorithm, ExportChipsAlgorithm)
+ALGORITHMS = (RasterizeLabelsAlgorithm, ExportChipsAlgorithm, SegmentAlgorithm)
 ICON_PATH = Path(__file__).resolve().parent.parent / "icons" / "rsdl.svg"
 
 

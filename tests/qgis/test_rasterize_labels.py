@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,17 +105,6 @@ def test_kampala_reprojected_invalid_labels_agree_with_gdal(shared_data, run_alg
     assert repaired >= 1, "the invalid polygon should have been repaired on some tile"
     for name in KAMPALA_TILES_WITH_BUILDINGS:
         assert read_band(tmp_path / name).any(), f"{name} should hold buildings"
-
-
-@pytest.fixture(scope="module")
-def sample_scene(tmp_path_factory, repo_root) -> Path:
-    folder = tmp_path_factory.mktemp("scene")
-    subprocess.run(
-        [sys.executable, str(repo_root / "scripts/make_sample_scene.py"), str(folder), "--size", "512"],
-        check=True,
-        capture_output=True,
-    )
-    return folder
 
 
 def test_text_classes_buffers_and_styling(sample_scene, run_algorithm, tmp_path):

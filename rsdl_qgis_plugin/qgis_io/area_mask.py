@@ -1,0 +1,69 @@
+"""Limit processing to the features of a polygon layer: a mask on the processing grid.
+
+The polygons are reprojected and repaired by the same code as label rasterization, burnt into a
+temporary Byte GeoTIFF, and read window by window beside the raster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal
+from qgis.core import QgsCoordinateTransformContext, QgsFeedback, QgsVectorLayer
+
+from ..core.grid import RasterGrid
+from ..core.label_rules import MaskValues, OverlapRule
+from .gdal_calls import check_gdal
+from .label_features import BufferSpec, ClassSource, prepare_labels
+
+
+def write_area_mask(
+    layer: QgsVectorLayer,
+    grid: RasterGrid,
+    path: Path,
+    context: QgsCoordinateTransformContext,
+    feedback: QgsFeedback | None = None,
+) -> Path:
+    """Burn 1 inside the layer's features, 0 elsewhere, on ``grid`` (a temporary file)."""
+    prepared = prepare_labels(
+        [layer],
+        grid,
+        ClassSource(burn_value=1),
+        MaskValues(),
+        OverlapRule.LAST_FEATURE,
+        BufferSpec(),
+        context,
+        feedback,
+    )
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(path),
+        grid.width,
+        grid.height,
+        1,
+        gdal.GDT_Byte,
+        ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"],
+    )
+    check_gdal(dataset is not None, f"Creating the area mask '{path}'")
+    dataset.SetGeoTransform(grid.geotransform)
+    dataset.SetProjection(grid.crs_wkt)
+    result = gdal.RasterizeLayer(dataset, [1], prepared.layer, burn_values=[1])
+    check_gdal(result == gdal.CE_None, "Rasterizing the processing area", feedback)
+    dataset = None
+    return path
+
+
+class MaskedWindowReader:
+    """Wraps a window reader: pixels outside the area mask become nodata."""
+
+    def __init__(self, reader, mask_path: Path) -> None:
+        self.reader = reader
+        self.dataset = gdal.Open(str(mask_path))  # opened on the reading thread
+        self.band = self.dataset.GetRasterBand(1)
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        inside = self.band.ReadAsArray(col, row, cols, rows) > 0
+        if not inside.any():  # skip the raster read: the tile will be skipped anyway
+            return np.zeros((len(self.reader.bands), rows, cols), dtype=np.float32), inside
+        data, valid = self.reader.read(row, col, rows, cols)
+        return data, valid & inside

@@ -1,0 +1,102 @@
+"""Read windows of a processing grid through a QGIS raster data provider.
+
+Going through the provider (not GDAL directly) lets every layer QGIS can show be processed:
+files, VRTs, WMS/XYZ basemaps. The provider resamples when the processing grid differs from
+the raster's own. Providers are not thread-safe: each reader owns a clone used on one thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qgis.core import Qgis, QgsRaster, QgsRasterDataProvider, QgsRectangle
+
+from ..core.errors import RsdlError
+from ..core.grid import RasterGrid
+
+_NUMPY_TYPES = {
+    Qgis.Byte: np.uint8,
+    Qgis.UInt16: np.uint16,
+    Qgis.Int16: np.int16,
+    Qgis.UInt32: np.uint32,
+    Qgis.Int32: np.int32,
+    Qgis.Float32: np.float32,
+    Qgis.Float64: np.float64,
+}
+_ARGB_TYPES = (Qgis.ARGB32, Qgis.ARGB32_Premultiplied)
+
+
+def provider_band_count(provider: QgsRasterDataProvider) -> int:
+    """Bands as a model sees them: an ARGB (WMS/XYZ) layer counts as red, green, blue."""
+    if provider.bandCount() == 1 and provider.dataType(1) in _ARGB_TYPES:
+        return 3
+    return provider.bandCount()
+
+
+def provider_dtype_name(provider: QgsRasterDataProvider) -> str:
+    """numpy name of the first band's type ("uint8" for ARGB web maps)."""
+    data_type = provider.dataType(1)
+    if data_type in _ARGB_TYPES:
+        return "uint8"
+    return np.dtype(_NUMPY_TYPES.get(data_type, np.float64)).name
+
+
+def alpha_band(provider: QgsRasterDataProvider) -> int | None:
+    """The 1-based alpha band, if the raster has one (its zeros mark nodata)."""
+    for band in range(1, provider.bandCount() + 1):
+        if provider.colorInterpretation(band) == QgsRaster.AlphaBand:
+            return band
+    return None
+
+
+class ProviderWindowReader:
+    """Reads (bands, rows, cols) float32 windows of ``grid`` plus a valid-pixel mask."""
+
+    def __init__(self, provider: QgsRasterDataProvider, grid: RasterGrid, bands: tuple[int, ...]) -> None:
+        self.provider = provider
+        self.grid = grid
+        self.bands = bands
+        self.argb = provider.bandCount() == 1 and provider.dataType(1) in _ARGB_TYPES
+        self.alpha = None if self.argb else alpha_band(provider)
+
+    def _extent(self, row: int, col: int, rows: int, cols: int) -> QgsRectangle:
+        x0, dx, _, y0, _, dy = self.grid.geotransform
+        return QgsRectangle(x0 + col * dx, y0 + (row + rows) * dy, x0 + (col + cols) * dx, y0 + row * dy)
+
+    def _band(self, band: int, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        block = self.provider.block(band, extent, cols, rows)
+        if not block.isValid():
+            raise RsdlError(f"Reading band {band} of the raster failed ({self.provider.dataSourceUri()}).")
+        data_type = block.dataType()
+        if data_type not in _NUMPY_TYPES:
+            raise RsdlError(f"Raster band {band} has an unsupported data type ({data_type}).")
+        values = np.frombuffer(bytes(block.data()), dtype=_NUMPY_TYPES[data_type]).reshape(rows, cols)
+        valid = np.ones((rows, cols), dtype=bool)
+        if block.hasNoDataValue():
+            nodata = block.noDataValue()
+            valid &= ~np.isnan(values) if np.isnan(nodata) else values != nodata
+        if values.dtype.kind == "f":
+            valid &= np.isfinite(values)
+        return values, valid
+
+    def _argb(self, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        block = self.provider.block(1, extent, cols, rows)
+        pixels = np.frombuffer(bytes(block.data()), dtype=np.uint32).reshape(rows, cols)
+        channels = np.stack([(pixels >> shift) & 0xFF for shift in (16, 8, 0)]).astype(np.float32)
+        valid = ((pixels >> 24) & 0xFF) > 0
+        return channels[[band - 1 for band in self.bands]], valid
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        extent = self._extent(row, col, rows, cols)
+        if self.argb:
+            return self._argb(extent, rows, cols)
+        data = np.empty((len(self.bands), rows, cols), dtype=np.float32)
+        # A pixel is nodata when any band the model reads is nodata.
+        valid = np.ones((rows, cols), dtype=bool)
+        for index, band in enumerate(self.bands):
+            values, band_valid = self._band(band, extent, rows, cols)
+            data[index] = values
+            valid &= band_valid
+        if self.alpha is not None:
+            alpha, _ = self._band(self.alpha, extent, rows, cols)
+            valid &= alpha > 0
+        return data, valid

@@ -1,0 +1,112 @@
+"""Write a GeoTIFF row by row as rows arrive, complete or absent.
+
+Rows are buffered until a whole strip can be written, so each compressed strip reaches the disk
+exactly once and in order (rewriting compressed blocks would grow the file). The file is written
+under a temporary name and renamed when the writer closes without error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, gdal_array
+
+from ..core.atomic_output import atomic_file
+from ..core.grid import RasterGrid
+from .gdal_calls import check_gdal
+from .raster_description import RasterDescription, apply_description
+
+ROWS_PER_STRIP = 32
+
+
+class GeoTiffRowWriter:
+    """Context manager: ``with GeoTiffRowWriter(...) as writer: writer.write_rows(row, values)``."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        grid: RasterGrid,
+        bands: int,
+        dtype: np.dtype,
+        description: RasterDescription | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.grid = grid
+        self.bands = bands
+        self.dtype = np.dtype(dtype)
+        self.description = description or RasterDescription()
+        self._stack = contextlib.ExitStack()
+        self._dataset: gdal.Dataset | None = None
+        self._buffer = np.zeros((bands, ROWS_PER_STRIP, grid.width), dtype=self.dtype)
+        self._buffer_first_row = 0
+        self._buffered_rows = 0
+
+    def __enter__(self) -> GeoTiffRowWriter:
+        temp = self._stack.enter_context(atomic_file(self.path))
+        predictor = "3" if self.dtype.kind == "f" else "2"
+        options = [
+            "COMPRESS=DEFLATE",
+            f"PREDICTOR={predictor}",
+            "TILED=NO",
+            f"BLOCKYSIZE={ROWS_PER_STRIP}",
+            "BIGTIFF=IF_SAFER",
+        ]
+        gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype)
+        gdal.ErrorReset()
+        dataset = gdal.GetDriverByName("GTiff").Create(
+            str(temp), self.grid.width, self.grid.height, self.bands, gdal_type, options
+        )
+        check_gdal(dataset is not None, f"Creating '{self.path}'")
+        dataset.SetGeoTransform(self.grid.geotransform)
+        dataset.SetProjection(self.grid.crs_wkt)
+        apply_description(dataset, self.description)
+        self._dataset = dataset
+        return self
+
+    def write_rows(self, first_row: int, values: np.ndarray) -> None:
+        """Write (bands, rows, width) values starting at ``first_row``; rows must come in order."""
+        expected = self._buffer_first_row + self._buffered_rows
+        if first_row != expected:
+            raise ValueError(f"Rows must arrive in order: got row {first_row}, expected {expected}.")
+        values = values.reshape(self.bands, -1, self.grid.width)
+        offset = 0
+        while offset < values.shape[1]:
+            take = min(ROWS_PER_STRIP - self._buffered_rows, values.shape[1] - offset)
+            self._buffer[:, self._buffered_rows : self._buffered_rows + take] = values[
+                :, offset : offset + take
+            ]
+            self._buffered_rows += take
+            offset += take
+            if self._buffered_rows == ROWS_PER_STRIP:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffered_rows:
+            return
+        rows = self._buffer[:, : self._buffered_rows]
+        for index in range(self.bands):
+            band = self._dataset.GetRasterBand(index + 1)
+            ok = band.WriteArray(rows[index], 0, self._buffer_first_row) == gdal.CE_None
+            check_gdal(ok, f"Writing '{self.path}'")
+        self._buffer_first_row += self._buffered_rows
+        self._buffered_rows = 0
+
+    def _finish(self) -> None:
+        self._flush()
+        if self._buffer_first_row != self.grid.height:
+            raise ValueError(f"'{self.path}' received {self._buffer_first_row} of {self.grid.height} rows.")
+        self._dataset.FlushCache()
+        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{self.path}'")
+
+    def __exit__(self, error_type, error, traceback) -> bool:
+        if error_type is None:
+            try:
+                self._finish()
+            except BaseException as failure:
+                self._dataset = None
+                self._stack.__exit__(type(failure), failure, failure.__traceback__)
+                raise
+        self._dataset = None  # closes the file before the rename
+        return bool(self._stack.__exit__(error_type, error, traceback))
