@@ -4,6 +4,11 @@ The processing layer turns every ``RsdlError`` into a ``QgsProcessingException``
 messages must name the bad input and say how to fix it.
 """
 
+from __future__ import annotations
+
+import os
+import sys
+
 
 class RsdlError(Exception):
     """An error caused by the user's input or environment, with an actionable message."""
@@ -22,3 +27,40 @@ class CancelledError(RsdlError):
 
     def __init__(self, message: str = "Cancelled by the user; no output was written.") -> None:
         super().__init__(message)
+
+
+class ModelSpecError(RsdlError):
+    """A model's metadata (its spec) holds a value that cannot be used."""
+
+
+class ModelError(RsdlError):
+    """A model file cannot be loaded or run (missing, not a model, corrupt, unsupported shape)."""
+
+
+class MissingDependencyError(RsdlError):
+    """An optional Python package (onnxruntime, torch) is not installed in QGIS's Python."""
+
+    @classmethod
+    def for_package(cls, package: str, purpose: str) -> MissingDependencyError:
+        """The error for a missing package, with the install command for the running Python."""
+        return cls(
+            f"{purpose} needs the Python package '{package}', which is not installed in the Python "
+            f"that runs QGIS. Install it with:\n    {pip_install_command(package)}\nthen restart QGIS."
+        )
+
+
+def pip_install_command(package: str) -> str:
+    """The pip command that installs ``package`` for the Python running this code.
+
+    Inside QGIS ``sys.executable`` is often the QGIS program itself (Windows, macOS), so the
+    interpreter beside ``sys.exec_prefix`` is named instead; on Windows the OSGeo4W Shell puts
+    QGIS's Python on the PATH.
+    """
+    if sys.platform == "win32":
+        return f"python -m pip install {package}   (in the OSGeo4W Shell that comes with QGIS)"
+    python = sys.executable
+    if not os.path.basename(python).lower().startswith("python"):
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        candidate = os.path.join(sys.exec_prefix, "bin", version)
+        python = candidate if os.path.exists(candidate) else version
+    return f'"{python}" -m pip install {package}'

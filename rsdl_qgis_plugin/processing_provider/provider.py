@@ -8,10 +8,11 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .export_chips import ExportChipsAlgorithm
+from .model_info import ModelInfoAlgorithm
 from .rasterize_labels import RasterizeLabelsAlgorithm
 from .segment import SegmentAlgorithm
 
-ALGORITHMS = (RasterizeLabelsAlgorithm, ExportChipsAlgorithm, SegmentAlgorithm)
+ALGORITHMS = (RasterizeLabelsAlgorithm, ExportChipsAlgorithm, SegmentAlgorithm, ModelInfoAlgorithm)
 ICON_PATH = Path(__file__).resolve().parent.parent / "icons" / "rsdl.svg"
 
 

@@ -1,0 +1,244 @@
+"""The model contract (core/model_spec.py) and the raster compatibility check, without QGIS."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rsdl_qgis_plugin.core.errors import ModelSpecError
+from rsdl_qgis_plugin.core.model_check import check_raster_compatibility
+from rsdl_qgis_plugin.core.model_spec import SPEC_VERSION, ModelSpec, ModelType
+
+FULL = ModelSpec(
+    model_type=ModelType.SEGMENTOR,
+    class_names={0: "background", 1: "building", 3: "water"},
+    class_colors={0: "#000000", 1: "#e31a1c"},
+    resolution_cm=30.0,
+    tile_size=256,
+    tiles_overlap_percent=12.5,
+    standardization_mean=(0.485, 0.456, 0.406),
+    standardization_std=(0.229, 0.224, 0.225),
+    max_pixel_value=10000.0,
+    bands=(3, 2, 1),
+    seg_thresh=0.4,
+    ignore_index=255,
+    training={"val_miou": 0.71, "data": {"chips": 1200}},
+    extra={"seg_small_segment": "7"},
+)
+
+# Metadata exactly as the peer plugin's dummy regression model carries it (ONNX metadata_props).
+DEEPNESS_REGRESSOR = {
+    "model_type": '"Regressor"',
+    "class_names": '{"0": "_background", "1": "building", "2": "woodland", "3": "water", "4": "road"}',
+    "resolution": "5.5",
+    "tiles_size": "256",
+    "tiles_overlap": "11",
+    "seg_thresh": "0.3",
+    "seg_small_segment": "13",
+    "reg_output_scaling": "1.1",
+    "det_conf": "0.6",
+    "det_iou_thresh": "0.44",
+}
+
+
+def test_round_trip_through_metadata_strings():
+    metadata = FULL.to_metadata()
+    assert all(isinstance(v, str) for v in metadata.values())
+    assert json.loads(metadata["class_names"]) == {"0": "background", "1": "building", "3": "water"}
+    assert metadata["rsdl_spec_version"] == str(SPEC_VERSION)
+    assert ModelSpec.from_metadata(metadata) == FULL
+
+
+def test_round_trip_of_multi_head_and_unknown_type():
+    spec = ModelSpec.from_metadata(
+        {"model_type": '"Regression"', "class_names": '[{"0": "Coffee", "1": "Tea"}, {"0": "Juice"}]'}
+    )
+    assert spec.model_type is ModelType.UNKNOWN
+    assert spec.declared_model_type == "Regression"
+    assert spec.class_names == {0: "Coffee", 1: "Tea"}
+    assert spec.more_head_class_names == ({0: "Juice"},)
+    metadata = spec.to_metadata()
+    assert metadata["model_type"] == '"Regression"'
+    assert json.loads(metadata["class_names"]) == [{"0": "Coffee", "1": "Tea"}, {"0": "Juice"}]
+    assert ModelSpec.from_metadata(metadata) == spec
+
+
+def test_missing_keys_take_documented_defaults():
+    spec = ModelSpec.from_metadata({})
+    assert spec.model_type is ModelType.SEGMENTOR
+    assert spec.class_names == {} and spec.class_colors == {} and spec.head_class_names == ()
+    assert spec.resolution_cm is None and spec.tile_size is None and spec.tiles_overlap_percent is None
+    assert spec.standardization_mean == (0.0,) and spec.standardization_std == (1.0,)
+    assert spec.max_pixel_value == 255.0
+    assert spec.bands is None and spec.ignore_index is None
+    assert spec.seg_thresh == 0.5
+    assert spec.spec_version == 0  # not written by rsdl
+    assert spec.training == {} and spec.extra == {}
+    assert ModelSpec.from_metadata(spec.to_metadata()) == spec
+
+
+def test_deepness_keys_are_read_and_written_back():
+    spec = ModelSpec.from_metadata(DEEPNESS_REGRESSOR)
+    assert spec.model_type is ModelType.REGRESSOR
+    assert spec.class_names[4] == "road"
+    assert spec.resolution_cm == 5.5
+    assert spec.tile_size == 256  # from "tiles_size"
+    assert spec.tiles_overlap_percent == 11
+    assert spec.seg_thresh == 0.3
+    assert spec.extra == {
+        "seg_small_segment": "13",
+        "reg_output_scaling": "1.1",
+        "det_conf": "0.6",
+        "det_iou_thresh": "0.44",
+    }
+    metadata = spec.to_metadata()
+    assert metadata["tile_size"] == metadata["tiles_size"] == "256"  # both Deepness spellings
+    assert metadata["tiles_overlap"] == "11"  # Deepness reads it with int()
+    assert {k: metadata[k] for k in spec.extra} == spec.extra
+    assert ModelSpec.from_metadata(metadata) == spec
+
+
+def test_tile_size_wins_over_tiles_size():
+    assert ModelSpec.from_metadata({"tile_size": "128", "tiles_size": "256"}).tile_size == 128
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"0": "a", "1": "b"}', {0: "a", 1: "b"}),
+        ('["a", "b"]', {0: "a", 1: "b"}),
+        ("{0: 'a', 1: 'b'}", {0: "a", 1: "b"}),  # Python literal with int keys (Deepness reads it)
+        ('[{"0": "a", "1": "b"}]', {0: "a", 1: "b"}),
+    ],
+)
+def test_class_name_forms(text, expected):
+    assert ModelSpec.from_metadata({"class_names": text}).class_names == expected
+
+
+def test_names_key_and_plain_strings_are_tolerated():
+    spec = ModelSpec.from_metadata({"names": '{"0": "car"}', "model_type": "segmentor", "resolution": "3"})
+    assert spec.class_names == {0: "car"}
+    assert spec.model_type is ModelType.SEGMENTOR  # unquoted and lower case
+    assert spec.resolution_cm == 3.0
+    spec = ModelSpec.from_metadata({"standardization_mean": "0.5, 0.25", "standardization_std": "[0.5 0.5]"})
+    assert spec.standardization_mean == (0.5, 0.25) and spec.standardization_std == (0.5, 0.5)
+
+
+def test_values_already_decoded_are_accepted():
+    """A TorchScript spec file may hold plain JSON values rather than JSON-encoded strings."""
+    spec = ModelSpec.from_metadata({"tile_size": 64, "class_names": {"0": "x"}, "bands": [1, 2, 3]})
+    assert spec.tile_size == 64 and spec.class_names == {0: "x"} and spec.bands == (1, 2, 3)
+
+
+@pytest.mark.parametrize("declared", ["Recognition", "Superresolution", "Detector", "Regression"])
+def test_types_rsdl_does_not_run_are_read_then_refused(declared):
+    spec = ModelSpec.from_metadata({"model_type": json.dumps(declared)})
+    assert spec.declared_model_type == declared
+    with pytest.raises(ModelSpecError, match=f"'{declared}'.*Segmentor, Classifier, Regressor"):
+        spec.check_runnable()
+    ModelSpec.from_metadata({"model_type": '"Classifier"'}).check_runnable()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "key"),
+    [
+        ({"resolution": '"abc"'}, "resolution"),
+        ({"tile_size": "12.5"}, "tile_size"),
+        ({"class_names": '"just text"'}, "class_names"),
+        ({"class_names": '{"one": "a"}'}, "class_names"),
+        ({"class_colors": '{"0": "red"}'}, "class_colors"),
+        ({"standardization_std": "[1, 0, 1]"}, "standardization_std"),
+        ({"tiles_overlap": "150"}, "tiles_overlap"),
+        ({"training": "[1, 2]"}, "training"),
+        ({"bands": "[0, 1]"}, "bands"),
+        ({"rsdl_spec_version": str(SPEC_VERSION + 1)}, "rsdl_spec_version"),
+    ],
+)
+def test_bad_values_name_the_key(metadata, key):
+    with pytest.raises(ModelSpecError, match=key):
+        ModelSpec.from_metadata(metadata)
+
+
+def test_normalize_matches_a_hand_computation():
+    spec = ModelSpec(standardization_mean=(0.5, 0.25, 0.0), standardization_std=(0.25, 0.5, 2.0))
+    pixels = np.array([[[[0, 255]], [[51, 102]], [[255, 0]]]], dtype=np.uint8)  # (1, 3, 1, 2)
+    out = spec.normalize(pixels)
+    assert out.dtype == np.float32 and out.shape == pixels.shape
+    # channel 0: (0/255 - 0.5)/0.25 = -2, (1 - 0.5)/0.25 = 2; channel 1: (0.2 - 0.25)/0.5 = -0.1,
+    # (0.4 - 0.25)/0.5 = 0.3; channel 2: (1 - 0)/2 = 0.5, 0.
+    expected = [[[[-2.0, 2.0]], [[-0.1, 0.3]], [[0.5, 0.0]]]]
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert pixels[0, 0, 0, 1] == 255  # input untouched
+
+
+def test_normalize_16_bit_with_one_value_for_all_channels():
+    spec = ModelSpec(max_pixel_value=10000, standardization_mean=(0.1,), standardization_std=(0.2,))
+    pixels = np.full((2, 4, 3, 3), 5000, dtype=np.uint16)
+    np.testing.assert_allclose(spec.normalize(pixels), (0.5 - 0.1) / 0.2, rtol=1e-6)
+
+
+def test_normalize_refuses_a_wrong_channel_count():
+    spec = ModelSpec(standardization_mean=(0.1, 0.2, 0.3), standardization_std=(1.0,))
+    with pytest.raises(
+        ModelSpecError, match="'standardization_mean' has 3 values but the input has 4 channels"
+    ):
+        spec.normalize(np.zeros((1, 4, 2, 2), dtype=np.uint8))
+
+
+def test_class_name_fallback_per_head():
+    spec = ModelSpec(class_names={0: "background"}, more_head_class_names=({1: "tree"},))
+    assert spec.class_name(0) == "background"
+    assert spec.class_name(5) == "class_5"
+    assert spec.class_name(1, head=1) == "tree"
+    assert spec.class_name(0, head=1) == "class_0"
+    assert spec.class_name(0, head=7) == "class_0"
+
+
+# -- check_raster_compatibility -----------------------------------------------------------------
+
+
+def test_default_bands_are_the_first_ones():
+    """An RGBA raster feeds an RGB model its first three bands (as Deepness does)."""
+    result = check_raster_compatibility(ModelSpec(), 3, 4, "Byte", False)
+    assert result.bands == (1, 2, 3) and result.warnings == ()
+
+
+def test_spec_bands_and_user_mapping():
+    spec = ModelSpec(bands=(4, 3, 2), max_pixel_value=10000)
+    assert check_raster_compatibility(spec, 3, 10, "UInt16", False).bands == (4, 3, 2)
+    bands, warnings = check_raster_compatibility(spec, 3, 10, "UInt16", False, (1, 1, 1))
+    assert bands == (1, 1, 1) and warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("spec", "channels", "band_count", "mapping", "message"),
+    [
+        (ModelSpec(), 3, 1, None, "needs 3 input bands but the raster has 1"),
+        (ModelSpec(), 3, 4, (1, 2), r"band mapping lists 2 bands \[1, 2\], but the model takes 3"),
+        (ModelSpec(), 3, 4, (1, 2, 5), r"band mapping names band\(s\) \[5\].*bands 1 to 4"),
+        (ModelSpec(bands=(4, 3, 2)), 3, 3, None, r"'bands'\) names band\(s\) \[4\]"),
+        (ModelSpec(bands=(1, 2)), 3, 3, None, r"'bands'\) lists 2 bands"),
+    ],
+)
+def test_incompatible_bands_are_refused(spec, channels, band_count, mapping, message):
+    with pytest.raises(ModelSpecError, match=message):
+        check_raster_compatibility(spec, channels, band_count, "Byte", False, mapping)
+
+
+def test_geographic_crs_is_refused_only_for_a_metric_model():
+    with pytest.raises(ModelSpecError, match=r"geographic \(degrees\).*5.5 cm per pixel.*Reproject"):
+        check_raster_compatibility(ModelSpec(resolution_cm=5.5), 3, 3, "Byte", True)
+    assert check_raster_compatibility(ModelSpec(), 3, 3, "Byte", True).bands == (1, 2, 3)
+
+
+@pytest.mark.parametrize("dtype", ["UInt16", "Float32", "int16"])
+def test_high_bit_depth_with_scale_255_warns(dtype):
+    result = check_raster_compatibility(ModelSpec(), 3, 3, dtype, False)
+    assert len(result.warnings) == 1 and dtype in result.warnings[0] and "255" in result.warnings[0]
+
+
+def test_eight_bit_raster_for_a_16_bit_model_warns():
+    (warning,) = check_raster_compatibility(ModelSpec(max_pixel_value=10000), 3, 3, "Byte", False).warnings
+    assert "10000" in warning
