@@ -34,7 +34,7 @@ def test_segment_with_confidence_and_polygons(qgis_process, sample_scene, test_m
     assert classes.shape == (512, 512) and set(np.unique(classes)) <= {0, 1, 2}
     assert read_category_names(output)[:3] == ["background", "building", "water"]
     confidence = read_band(tmp_path / "confidence.tif")
-    assert 0.0 < confidence.min() and confidence.max() <= 1.0
+    assert confidence.min() > 0.0 and confidence.max() <= 1.0
     assert gdal.OpenEx(str(tmp_path / "polygons.gpkg")).GetLayer(0).GetFeatureCount() > 0
     assert any("running on CPUExecutionProvider" in line for line in result["log"]["info"])
 
