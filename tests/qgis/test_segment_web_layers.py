@@ -30,7 +30,9 @@ def test_xyz_basemap_matches_the_geotiffs(shared_data, test_models, run_algorith
     extent = f"{x0},{x0 + 1024 * dx},{y0 + 1024 * dy},{y0} [EPSG:3857]"
     common = {"MODEL": str(test_models["fcn_seg.onnx"]), "EXTENT": extent}
     result = run_algorithm("rsdl:segment", {**common, "INPUT": basemap, "OUTPUT": str(tmp_path / "xyz.tif")})
-    run_algorithm("rsdl:segment", {**common, "INPUT": str(tmp_path / "tiles.vrt"), "OUTPUT": str(tmp_path / "vrt.tif")})
+    run_algorithm(
+        "rsdl:segment", {**common, "INPUT": str(tmp_path / "tiles.vrt"), "OUTPUT": str(tmp_path / "vrt.tif")}
+    )
 
     from_web, from_files = read_band(tmp_path / "xyz.tif"), read_band(tmp_path / "vrt.tif")
     assert result["TILES"] > 1
