@@ -26,6 +26,11 @@ Files (keys of the dict ``write_test_models`` returns):
 * ``evil.pth`` (a protocol-2 pickle, like a legacy torch.save) and ``evil_zip.pth`` (torch.save's
   zip layout): unpickling either creates the file ``EVIL_MARKER`` in OUTDIR.
 * ``escape/escape.onnx``: external weights at ``../escape_weights.bin``, outside its folder.
+* ``classifier.onnx``: a classifier (spec ``CLASSIFIER_SPEC``: classes 0 "intact", 1 "damaged",
+  1 m resolution) on fixed 32 x 32 crops of 3 bands, dynamic batch: 1x1 convolution, global
+  average pool, Gemm, Softmax -> [batch, 2]. Its weights are set by hand, not drawn: the logit of
+  "damaged" minus that of "intact" is ``2 * CLASSIFIER_GAIN * (mean red - mean blue) / 255``, so
+  a crop that is redder than blue is "damaged" and a bluer one "intact".
 """
 
 from __future__ import annotations
@@ -80,6 +85,16 @@ TWO_HEADS_SPEC = ModelSpec(
 )
 REGRESSOR_SPEC = ModelSpec(
     model_type=ModelType.REGRESSOR, tile_size=TILE, tiles_overlap_percent=25.0, bands=(1, 2, 3)
+)
+CLASSIFIER_TILE = 32
+CLASSIFIER_GAIN = 10.0
+CLASSIFIER_SPEC = ModelSpec(
+    model_type=ModelType.CLASSIFIER,
+    class_names={0: "intact", 1: "damaged"},
+    class_colors={0: "#1f78b4", 1: "#e31a1c"},
+    resolution_cm=100.0,
+    tile_size=CLASSIFIER_TILE,
+    bands=(1, 2, 3),
 )
 
 
@@ -169,6 +184,33 @@ def _finish(graph: onnx.GraphProto, spec: ModelSpec | None) -> onnx.ModelProto:
         helper.set_model_props(model, spec.to_metadata())
     onnx.checker.check_model(model)
     return model
+
+
+def onnx_classifier(spec: ModelSpec) -> onnx.ModelProto:
+    """Conv 1x1 (blue - red, red - blue) -> GlobalAveragePool -> Flatten -> Gemm -> Softmax."""
+    mix = np.array([[-1.0, 0.0, 1.0], [1.0, 0.0, -1.0]], dtype=np.float32).reshape(2, 3, 1, 1)
+    initializers = [
+        numpy_helper.from_array(mix, "mix_w"),
+        numpy_helper.from_array(np.zeros(2, dtype=np.float32), "mix_b"),
+        numpy_helper.from_array(CLASSIFIER_GAIN * np.eye(2, dtype=np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(2, dtype=np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "mix_w", "mix_b"], ["mixed"]),
+        helper.make_node("GlobalAveragePool", ["mixed"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["output"], axis=1),
+    ]
+    size = CLASSIFIER_TILE
+    graph = helper.make_graph(
+        nodes,
+        "rsdl_test_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2])],
+        initializers,
+    )
+    return _finish(graph, spec)
 
 
 def _identity_model(inputs: list[list[int | str]]) -> onnx.ModelProto:
@@ -303,6 +345,7 @@ def write_test_models(folder: str | Path) -> dict[str, Path]:
         ),
         "two_inputs.onnx": _identity_model([["batch", 3, 8, 8], ["batch", 3, 8, 8]]),
         "rank3_input.onnx": _identity_model([["batch", 8, 8]]),
+        "classifier.onnx": onnx_classifier(CLASSIFIER_SPEC),
     }
     paths = {}
     for name, model in models.items():

@@ -7,12 +7,21 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .classify_features import ClassifyFeaturesAlgorithm
+from .classify_tiles import ClassifyTilesAlgorithm
 from .export_chips import ExportChipsAlgorithm
 from .model_info import ModelInfoAlgorithm
 from .rasterize_labels import RasterizeLabelsAlgorithm
 from .segment import SegmentAlgorithm
 
-ALGORITHMS = (RasterizeLabelsAlgorithm, ExportChipsAlgorithm, SegmentAlgorithm, ModelInfoAlgorithm)
+ALGORITHMS = (
+    RasterizeLabelsAlgorithm,
+    ExportChipsAlgorithm,
+    SegmentAlgorithm,
+    ClassifyTilesAlgorithm,
+    ClassifyFeaturesAlgorithm,
+    ModelInfoAlgorithm,
+)
 ICON_PATH = Path(__file__).resolve().parent.parent / "icons" / "rsdl.svg"
 
 

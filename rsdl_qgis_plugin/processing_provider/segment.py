@@ -19,13 +19,11 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -37,24 +35,22 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.errors import CancelledError, RsdlError
 from ..core.grid import RasterGrid
 from ..core.label_rules import LabelClass, MaskValues, default_class_color
-from ..core.model_check import check_raster_compatibility
 from ..core.model_spec import ModelSpec, ModelType
 from ..core.tiling import BlendMode
-from ..inference.backends import ModelBackend, load_model
+from ..inference.backends import ModelBackend
 from ..inference.engine import HeadLayout, InferenceSettings, TiledInference
 from ..inference.sinks import FLOAT_NODATA, SegmentationSink, ValueSink, class_nodata_value
 from ..qgis_io.area_mask import MaskedWindowReader, write_area_mask
 from ..qgis_io.polygonize import polygonize_classes
 from ..qgis_io.processing_grid import processing_grid
-from ..qgis_io.provider_reader import ProviderWindowReader, provider_band_count, provider_dtype_name
+from ..qgis_io.provider_reader import ProviderWindowReader
 from ..qgis_io.raster_description import RasterDescription, class_raster_description
 from ..qgis_io.raster_writer import GeoTiffRowWriter
 from ..qgis_io.styling import write_class_style
-from .base_algorithm import RsdlAlgorithm
-from .layer_styling import ClassRasterStyler
+from .layer_styling import ClassRasterStyler, ClassVectorStyler
+from .model_algorithm import ModelAlgorithm
 
 MERGE_MODES = (BlendMode.PYRAMID, BlendMode.GAUSSIAN, BlendMode.MEAN, BlendMode.CENTRE_CROP)
-DEVICES = ("auto", "cpu")
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP_PERCENT = 15.0
 # Styles of predicted class rasters: every value is a model class; nodata is left transparent.
@@ -62,10 +58,12 @@ PREDICTION_VALUES = MaskValues(background_value=0, ignore_value=65535, unlabelle
 
 
 def head_classes(spec: ModelSpec, layout: HeadLayout, head: int) -> list[LabelClass]:
-    """Classes of a segmentation head: one channel is 'background' vs its class (Deepness)."""
+    """Classes of a segmentation head. One channel is background (0) against its class (1):
+    named by the spec's class 1 when it names two classes, else by its class 0 (Deepness)."""
+    named = spec.head_class_names[head] if head < len(spec.head_class_names) else {}
     if layout.channels == 1:
-        name = spec.class_name(0, head)
-        names = {0: "background", 1: name if not name.startswith("class_") else "foreground"}
+        foreground = named.get(1) or named.get(0) or "foreground"
+        names = {0: named.get(0, "background") if 1 in named else "background", 1: foreground}
     else:
         names = {value: spec.class_name(value, head) for value in range(layout.channels)}
     colors = spec.class_colors if head == 0 else {}
@@ -83,11 +81,9 @@ def head_path(output: str, head: int) -> str:
     return str(path.with_name(f"{path.stem}_head{head + 1}{path.suffix}"))
 
 
-class SegmentAlgorithm(RsdlAlgorithm):
+class SegmentAlgorithm(ModelAlgorithm):
     NAME = "segment"
     DISPLAY_NAME = "Segment a raster with a model"
-    GROUP = "Inference"
-    GROUP_ID = "inference"
     DESCRIPTION = (
         "Runs an ONNX or TorchScript segmentation (or regression) model over a raster layer: "
         "a file, a VRT or a web map. The raster is streamed tile by tile (memory does not grow "
@@ -100,24 +96,18 @@ class SegmentAlgorithm(RsdlAlgorithm):
     )
 
     INPUT = "INPUT"
-    MODEL = "MODEL"
-    BANDS = "BANDS"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
-    BATCH_SIZE = "BATCH_SIZE"
     MERGE = "MERGE"
     RESAMPLE = "RESAMPLE"
     EXTENT = "EXTENT"
     AREA = "AREA"
-    DEVICE = "DEVICE"
-    THREADS = "THREADS"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
     MIN_AREA = "MIN_AREA"
     SIMPLIFY = "SIMPLIFY"
     HEAD_OUTPUTS = "HEAD_OUTPUTS"
-    EXECUTION_PROVIDER = "EXECUTION_PROVIDER"
     TILES = "TILES"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
@@ -126,21 +116,10 @@ class SegmentAlgorithm(RsdlAlgorithm):
             "The raster to run the model on: a file, a VRT, or a WMS/XYZ layer (read through "
             "QGIS at the model's resolution).",
         )
-        self.add_parameter(
-            QgsProcessingParameterFile(self.MODEL, self.tr("Model file (ONNX or TorchScript)")),
-            "An ONNX model, or a TorchScript file with the rsdl spec. Pickled PyTorch files "
-            "(.pt/.pth from torch.save) are refused: export them to ONNX.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterBand(
-                self.BANDS,
-                self.tr("Bands to feed the model"),
-                parentLayerParameterName=self.INPUT,
-                optional=True,
-                allowMultiple=True,
-            ),
-            "The raster bands the model reads, in order. Empty: the bands named by the model, "
-            "else the first bands (1, 2, ... as many as the model takes).",
+        self.add_model_parameters(
+            self.INPUT,
+            "A segmentation or regression model: ONNX, or TorchScript with the rsdl spec; "
+            "Deepness models run as they are.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -161,12 +140,6 @@ class SegmentAlgorithm(RsdlAlgorithm):
             "How much neighbouring tiles overlap, in percent of the tile size. Empty: the "
             f"model's metadata (tiles_overlap), else {DEFAULT_OVERLAP_PERCENT:g}%. Overlap "
             "wider than the model's receptive field removes seams.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.BATCH_SIZE, self.tr("Batch size"), defaultValue=4, minValue=1, maxValue=1024
-            ),
-            "Tiles per model call. Larger batches are faster on a GPU and need more memory.",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
@@ -201,21 +174,7 @@ class SegmentAlgorithm(RsdlAlgorithm):
             "Optional polygon layer: pixels outside its features are nodata in every output and "
             "tiles entirely outside are skipped.",
         )
-        self.add_parameter(
-            QgsProcessingParameterEnum(
-                self.DEVICE, self.tr("Device"), options=["Auto (GPU when available)", "CPU"], defaultValue=0
-            ),
-            "Auto runs on a CUDA GPU when onnxruntime (or torch) can use one, else on the CPU. "
-            "The log says which ran.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.THREADS, self.tr("CPU threads"), defaultValue=0, minValue=0, maxValue=256
-            ),
-            "Threads the model may use on the CPU; 0 lets the runtime decide.",
-            advanced=True,
-        )
+        self.add_run_parameters(4, "Tiles")
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classes")),
             "Class raster (Byte, 255 = nodata; UInt16 for 255 classes or more), styled with the "
@@ -262,7 +221,6 @@ class SegmentAlgorithm(RsdlAlgorithm):
             advanced=True,
         )
         self.addOutput(QgsProcessingOutputString(self.HEAD_OUTPUTS, self.tr("Outputs of further heads")))
-        self.addOutput(QgsProcessingOutputString(self.EXECUTION_PROVIDER, self.tr("Execution provider")))
         self.addOutput(QgsProcessingOutputNumber(self.TILES, self.tr("Tiles run")))
 
     # -- parameters -------------------------------------------------------------------------
@@ -364,6 +322,9 @@ class SegmentAlgorithm(RsdlAlgorithm):
         sink, sink_id = self.parameterAsSink(
             parameters, self.OUTPUT_POLYGONS, context, fields, QgsWkbTypes.MultiPolygon, crs
         )
+        if context.willLoadLayerOnCompletion(sink_id):
+            styler = ClassVectorStyler.create("class_name", classes)
+            context.layerToLoadOnCompletionDetails(sink_id).setPostProcessor(styler)
         for polygon in polygons:
             feature = QgsFeature(fields)
             geometry = QgsGeometry()
@@ -387,40 +348,16 @@ class SegmentAlgorithm(RsdlAlgorithm):
     def compute(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None or not layer.isValid():
-            raise RsdlError("INPUT: choose a raster layer that QGIS can open.")
-        if not layer.crs().isValid():
-            raise RsdlError(
-                f"Raster '{layer.name()}' has no CRS; assign one (Raster > Projections > Assign "
-                "Projection) so outputs can be georeferenced."
-            )
-        model_path = self.parameterAsFile(parameters, self.MODEL, context)
-        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
-        backend = load_model(model_path, self.parameterAsInt(parameters, self.THREADS, context), device)
+        layer = self.raster_layer(parameters, self.INPUT, context)
+        backend = self.load_backend(parameters, context, feedback)
         spec = backend.spec
-        feedback.pushInfo(
-            f"Model: {Path(model_path).name} ({spec.model_type.value}), running on {backend.provider}."
-        )
         if spec.model_type not in (ModelType.SEGMENTOR, ModelType.REGRESSOR):
             raise RsdlError(
                 f"The model is a {spec.model_type.value}; rsdl:segment runs Segmentor and Regressor "
                 "models. Use rsdl:classifytiles or rsdl:classifyfeatures for classifiers."
             )
-
+        bands = self.raster_bands(parameters, context, feedback, backend, layer)
         provider = layer.dataProvider()
-        requested = tuple(self.parameterAsInts(parameters, self.BANDS, context)) or None
-        compatibility = check_raster_compatibility(
-            spec,
-            backend.input_channels,
-            provider_band_count(provider),
-            provider_dtype_name(provider),
-            layer.crs().isGeographic(),
-            requested,
-        )
-        bands = compatibility.bands
-        for warning in compatibility.warnings:
-            feedback.pushWarning(warning)
 
         area = None
         if parameters.get(self.EXTENT) not in (None, ""):

@@ -49,9 +49,14 @@ def alpha_band(provider: QgsRasterDataProvider) -> int | None:
 
 
 class ProviderWindowReader:
-    """Reads (bands, rows, cols) float32 windows of ``grid`` plus a valid-pixel mask."""
+    """Reads (bands, rows, cols) float32 windows of ``grid`` plus a valid-pixel mask.
 
-    def __init__(self, provider: QgsRasterDataProvider, grid: RasterGrid, bands: tuple[int, ...]) -> None:
+    ``grid`` may be None for a reader that only reads arbitrary extents (``read_extent``).
+    """
+
+    def __init__(
+        self, provider: QgsRasterDataProvider, grid: RasterGrid | None, bands: tuple[int, ...]
+    ) -> None:
         self.provider = provider
         self.grid = grid
         self.bands = bands
@@ -86,7 +91,29 @@ class ProviderWindowReader:
         return channels[[band - 1 for band in self.bands]], valid
 
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-        extent = self._extent(row, col, rows, cols)
+        """A window of the grid; a resampled grid's last pixels may lie past the raster's edge."""
+        return self.read_extent(self._extent(row, col, rows, cols), cols, rows)
+
+    def read_extent(self, extent: QgsRectangle, cols: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Any ``extent`` (layer CRS) resampled by the provider to ``cols`` x ``rows`` pixels.
+
+        Pixels whose centre lies outside the layer are nodata and read as 0 (providers leave
+        them undefined).
+        """
+        data, valid = self._read(extent, rows, cols)
+        inside = self._inside_layer(extent, rows, cols)
+        data[:, ~inside] = 0.0
+        return data, valid & inside
+
+    def _inside_layer(self, extent: QgsRectangle, rows: int, cols: int) -> np.ndarray:
+        layer = self.provider.extent()
+        x = extent.xMinimum() + (np.arange(cols) + 0.5) * (extent.width() / cols)
+        y = extent.yMaximum() - (np.arange(rows) + 0.5) * (extent.height() / rows)
+        inside_x = (x >= layer.xMinimum()) & (x <= layer.xMaximum())
+        inside_y = (y >= layer.yMinimum()) & (y <= layer.yMaximum())
+        return inside_y[:, None] & inside_x[None, :]
+
+    def _read(self, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         if self.argb:
             return self._argb(extent, rows, cols)
         data = np.empty((len(self.bands), rows, cols), dtype=np.float32)

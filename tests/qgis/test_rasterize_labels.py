@@ -19,6 +19,7 @@ from qgis.core import (
 )
 
 from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
+from tests.cancel_feedback import CancelAt
 from tests.rasterize_cases import (
     KAMPALA_TILES_WITH_BUILDINGS,
     REFERENCE_CASES,
@@ -284,19 +285,6 @@ def test_text_field_with_nulls_skips_them(run_algorithm, tmp_path):
     assert "Skipped 1 features whose class field is NULL" in feedback.textLog()
 
 
-class CancelAtProgress(QgsProcessingFeedback):
-    """Presses cancel once progress reaches a threshold."""
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__()
-        self.threshold = threshold
-        self.progressChanged.connect(self._maybe_cancel)
-
-    def _maybe_cancel(self, progress: float) -> None:
-        if progress >= self.threshold:
-            self.cancel()
-
-
 @pytest.mark.parametrize("threshold", [10, 50, 95])
 def test_cancel_leaves_nothing(threshold, shared_data, run_algorithm, tmp_path):
     output = tmp_path / "cancelled.tif"
@@ -307,6 +295,6 @@ def test_cancel_leaves_nothing(threshold, shared_data, run_algorithm, tmp_path):
         "OUTPUT": str(output),
     }
     with pytest.raises(QgsProcessingException, match=r"[Cc]ancel"):
-        run_algorithm(ALG, parameters, CancelAtProgress(threshold))
+        run_algorithm(ALG, parameters, CancelAt(threshold))
     assert not output.exists()
     assert list(tmp_path.iterdir()) == []

@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from tests.cancel_feedback import CancelAt
 from tests.rasterize_cases import read_band, read_category_names
 
 ALG = "rsdl:segment"
@@ -340,13 +341,6 @@ def test_error_cases_leave_no_output(sample_scene, shared_data, test_models, run
         tmp_path,
         "does not overlap",
     )
-
-
-class CancelAt(QgsProcessingFeedback):
-    def __init__(self, percent: float) -> None:
-        super().__init__()
-        self.percent = percent
-        self.progressChanged.connect(lambda value: value >= self.percent and self.cancel())
 
 
 @pytest.mark.parametrize("percent", [10, 50, 99])
