@@ -40,7 +40,7 @@ $(INSTALL_STAMP): $(REQUIREMENTS) Makefile
 	@$(MAKE) --no-print-directory apt-packages
 	@test -x $(PY) || $(SYSTEM_PY) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
-	  -r requirements/dev.txt -r requirements/plugin.txt -r requirements/ml.txt
+	  -r requirements/dev.txt -r requirements/plugin.txt -r requirements/ml.txt -r requirements/training.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/toolbelt.txt
 	@touch $@
 
