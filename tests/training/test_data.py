@@ -1,0 +1,329 @@
+"""Data modules: batches, lazy reading, the cache, spatial splits, label rules against references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+
+from rsdl_qgis_plugin.core.chips import ChipWindow
+from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from training.data import (
+    IGNORE_INDEX,
+    ChipsDataModule,
+    ImageFolderDataModule,
+    RasterVectorDataModule,
+    raster_vector,
+    rasterize,
+)
+from training.data.chip_index import RasterInfo
+from training.data.vectors import read_layers
+
+
+def _raster_vector(vector_scene, cache_dir, **options) -> RasterVectorDataModule:
+    arguments = dict(field="kind", chip_size=32, stride=16, block_size=64, val_fraction=0.25, batch_size=4)
+    arguments.update(options)
+    return RasterVectorDataModule(
+        str(vector_scene["raster"]), str(vector_scene["labels"]), cache_dir=str(cache_dir), **arguments
+    )
+
+
+def _footprints(module: RasterVectorDataModule, split: str) -> list[shapely.Polygon]:
+    boxes = []
+    for number, row, col in module.index["chips"][split]:
+        left, top, right, bottom = module.rasters[number].footprint(ChipWindow(row, col, module.chip_size))
+        boxes.append(shapely.box(left, bottom, right, top))
+    return boxes
+
+
+def _overlap_area(first: list, second: list) -> float:
+    tree = shapely.STRtree(second)
+    return sum(
+        shapely.intersection(box, second[i]).area
+        for box in first
+        for i in tree.query(box, predicate="intersects")
+    )
+
+
+# -- batches ------------------------------------------------------------------------------------
+
+
+def test_chips_segmentation_batches(chips_folder, tmp_path):
+    module = ChipsDataModule(str(chips_folder), batch_size=4, augment=False, cache_dir=str(tmp_path))
+    assert (module.num_classes, module.in_channels) == (3, 3)
+    module.prepare_data()
+    module.setup("fit")
+    assert {split: len(d) for split, d in module.datasets.items()} == {"train": 8, "val": 3, "test": 2}
+    batch = next(iter(module.train_dataloader()))
+    assert set(batch) == {"image", "mask"}
+    assert batch["image"].dtype == torch.float32 and batch["image"].shape == (4, 3, 32, 32)
+    assert batch["mask"].dtype == torch.int64 and batch["mask"].shape == (4, 32, 32)
+    assert set(batch["mask"].unique().tolist()) <= {IGNORE_INDEX, 0, 1, 2}
+    assert (batch["mask"][:, :2, :2] == IGNORE_INDEX).all()  # the mask's 255 is ignored
+
+
+def test_samples_are_normalised_by_the_model_spec(chips_folder, tmp_path):
+    """Training normalises with the very ModelSpec.normalize the plugin runs."""
+    module = ChipsDataModule(
+        str(chips_folder), augment=False, mean=[0.5], std=[0.25], cache_dir=str(tmp_path)
+    )
+    module.setup("fit")
+    spec = module.model_spec()
+    assert spec.standardization_mean == (0.5, 0.5, 0.5) and spec.max_pixel_value == 255
+    image_path, _ = module.datasets["val"].items[0]
+    with rasterio.open(image_path) as source:
+        raw = source.read()
+    expected = ModelSpec(standardization_mean=(0.5,), standardization_std=(0.25,)).normalize(raw)
+    np.testing.assert_array_equal(module.datasets["val"][0]["image"].numpy(), expected)
+    # the spec round-trips through the plugin's metadata reader
+    assert ModelSpec.from_metadata(spec.to_metadata()) == spec
+
+
+def test_measured_mean_and_std_are_cached(chips_folder, tmp_path):
+    module = ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path))
+    module.setup("fit")
+    images = np.stack([module.datasets["train"].reader(i)[0] for i in module.datasets["train"].items]) / 255.0
+    np.testing.assert_allclose(
+        module.model_spec().standardization_mean, images.mean(axis=(0, 2, 3)), rtol=1e-6
+    )
+    np.testing.assert_allclose(module.model_spec().standardization_std, images.std(axis=(0, 2, 3)), rtol=1e-5)
+    assert len(list(tmp_path.rglob("bands.json"))) == 1
+
+
+def test_chips_classification_batches_and_weights(chips_folder, tmp_path):
+    module = ChipsDataModule(str(chips_folder), task="classification", batch_size=3, cache_dir=str(tmp_path))
+    module.setup("fit")
+    assert len(module.datasets["train"]) == 7  # the chip with two classes is ambiguous: no class folder
+    batch = next(iter(module.val_dataloader()))
+    assert set(batch) == {"image", "label"} and batch["label"].dtype == torch.int64
+    counts = {0: 2, 1: 3, 2: 2}
+    assert module.train_counts() == counts
+    expected = ClassStatistics(255, counts=counts).suggested_weights([0, 1, 2])
+    assert module.class_weights() == pytest.approx([expected[v] for v in (0, 1, 2)])
+
+
+def test_class_weights_come_from_the_exported_statistics(chips_folder, tmp_path):
+    module = ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path))
+    rows = module.document["statistics"]["train"]["classes"]
+    expected = {row["value"]: row["weight"] for row in rows}
+    assert module.class_weights() == pytest.approx([expected[v] for v in (0, 1, 2)], rel=1e-5)
+
+
+def test_image_folder_random_split_is_per_class_and_reproducible(photo_folder, tmp_path):
+    first = ImageFolderDataModule(
+        str(photo_folder), image_size=24, val_fraction=0.34, cache_dir=str(tmp_path)
+    )
+    second = ImageFolderDataModule(
+        str(photo_folder), image_size=24, val_fraction=0.34, cache_dir=str(tmp_path)
+    )
+    assert first.items == second.items
+    assert first.class_table.names == ("cat", "dog")
+    assert [label for _, label in first.items["val"]] == [0, 0, 1, 1]
+    assert not {p for p, _ in first.items["val"]} & {p for p, _ in first.items["train"]}
+    first.setup("fit")
+    batch = next(iter(first.train_dataloader()))
+    assert batch["image"].shape[1:] == (3, 24, 24) and batch["label"].dtype == torch.int64
+    assert first.model_spec().tile_size == 24 and first.model_spec().class_names == {0: "cat", 1: "dog"}
+
+
+def test_image_folder_given_split(photo_folder, tmp_path):
+    root = tmp_path / "given"
+    for split, files in (("train", slice(0, 4)), ("val", slice(4, 6))):
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            for path in sorted((photo_folder / name).iterdir())[files]:
+                (root / split / name / path.name).write_bytes(path.read_bytes())
+    module = ImageFolderDataModule(str(root), image_size=16, cache_dir=str(tmp_path))
+    assert module.given_split
+    assert {split: len(items) for split, items in module.items.items()} == {"train": 8, "val": 4, "test": 0}
+
+
+# -- raster + vector labels ---------------------------------------------------------------------
+
+
+def test_masks_follow_the_label_rules(vector_scene, tmp_path):
+    module = _raster_vector(vector_scene, tmp_path)
+    module.prepare_data()
+    # text classes get 1, 2, ... in sorted order; background 0 is added (complete labels)
+    assert module.class_table.values == (0, 1, 2)
+    assert module.class_table.names == ("background", "building", "water")
+    assert module.labels_document["report"]["repaired"] == 1  # the bow-tie
+    with rasterio.open(module.mask_path(0)) as mask:
+        pixels = mask.read(1)
+        assert mask.nodata == 255
+    assert (pixels[4:16, 4:16] == 1).all() and (pixels[70:100, 70:100] == 2).all()
+    assert pixels[50, 30] == 0
+
+
+def test_sparse_labels_ignore_unlabelled_pixels(vector_scene, tmp_path):
+    module = _raster_vector(vector_scene, tmp_path, unlabelled="ignore", augment=False)
+    module.setup("fit")
+    assert module.class_table.values == (1, 2)  # no background class
+    counts = module.index["counts"]
+    assert counts["skipped_all_ignore"] > 0
+    masks = torch.stack([sample["mask"] for split in ("train", "val") for sample in module.datasets[split]])
+    labelled = masks != IGNORE_INDEX
+    assert labelled.flatten(1).any(dim=1).all()  # every chip kept has labelled pixels...
+    assert (~labelled).sum() > labelled.sum()  # ...and the unlabelled rest is ignored
+
+
+def test_reading_is_lazy(vector_scene, tmp_path, monkeypatch):
+    """The raster is read by strips (masks) and chip windows, never whole."""
+    reads: list[tuple[str, object]] = []
+    original_read, original_mask = rasterio.io.DatasetReader.read, rasterio.io.DatasetReader.dataset_mask
+
+    def read(self, *args, window=None, **kwargs):
+        reads.append((self.name, window))
+        return original_read(self, *args, window=window, **kwargs)
+
+    def dataset_mask(self, *args, window=None, **kwargs):
+        reads.append((self.name, window))
+        return original_mask(self, *args, window=window, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", read)
+    monkeypatch.setattr(rasterio.io.DatasetReader, "dataset_mask", dataset_mask)
+    monkeypatch.setattr(rasterize, "ROWS_PER_STRIP", 32)
+    module = _raster_vector(vector_scene, tmp_path)
+    module.setup("fit")
+    module.datasets["train"][0]
+    scene = [window for name, window in reads if name.endswith("scene.tif")]
+    assert scene and all(window is not None for window in scene)
+    assert max(int(w.height) * int(w.width) for w in scene) <= 32 * 128  # a strip, a quarter of the raster
+
+
+def test_label_work_is_cached_and_reused(vector_scene, tmp_path, monkeypatch):
+    first = _raster_vector(vector_scene, tmp_path)
+    first.setup("fit")
+    entry = first.entry_dir
+    stamps = {path: path.stat().st_mtime_ns for path in entry.rglob("*") if path.is_file()}
+    assert len(stamps) == 4  # one mask, labels.json, the chip index, band statistics
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("recomputed despite a cache entry")
+
+    monkeypatch.setattr(raster_vector, "write_label_mask", recompute)
+    monkeypatch.setattr(raster_vector, "build_chip_index", recompute)
+    monkeypatch.setattr(raster_vector, "burn_shapes", recompute)
+    second = _raster_vector(vector_scene, tmp_path)
+    second.setup("fit")
+    assert {path: path.stat().st_mtime_ns for path in entry.rglob("*") if path.is_file()} == stamps
+    assert second.index == first.index
+    assert [len(d) for d in second.datasets.values()] == [len(d) for d in first.datasets.values()]
+    # another label rule is another entry
+    assert _raster_vector(vector_scene, tmp_path, all_touched=True).mask_key != first.mask_key
+
+
+def test_split_is_spatial(vector_scene, tmp_path):
+    module = _raster_vector(vector_scene, tmp_path)
+    module.setup("fit")
+    train, val = _footprints(module, "train"), _footprints(module, "val")
+    assert train and val
+    assert _overlap_area(val, train) == 0.0
+
+
+def test_rasters_at_several_resolutions_share_one_spatial_split(vector_scene, raster_writer, tmp_path):
+    """A coarse copy of the scene (like another zoom level) puts the same ground in the same split."""
+    with rasterio.open(vector_scene["raster"]) as source:
+        coarse = source.read(out_shape=(3, 64, 64))
+    from .conftest import write_raster
+
+    coarse_path = write_raster(tmp_path / "coarse.tif", coarse, pixel_size=2.0)
+    module = RasterVectorDataModule(
+        [str(vector_scene["raster"]), str(coarse_path)],
+        str(vector_scene["labels"]),
+        field="kind",
+        chip_size=32,
+        block_size=64,
+        val_fraction=0.25,
+        cache_dir=str(tmp_path),
+    )
+    module.setup("fit")
+    numbers = {number for number, _, _ in module.index["chips"]["train"] + module.index["chips"]["val"]}
+    assert numbers == {0, 1}
+    assert _overlap_area(_footprints(module, "val"), _footprints(module, "train")) == 0.0
+
+
+def test_cross_validation_folds_partition_the_blocks(vector_scene, tmp_path):
+    val_chips = []
+    for fold in range(3):
+        module = _raster_vector(vector_scene, tmp_path, stride=32, folds=3, fold=fold)
+        module.prepare_data()
+        assert module.index["blocks"]["test"] == 0
+        val_chips.append({tuple(c) for c in module.index["chips"]["val"]})
+    assert all(val_chips) and not (val_chips[0] & val_chips[1] or val_chips[1] & val_chips[2])
+
+
+# -- real data: masks equal the source projects' reference masks (GDAL rasterization) ------------
+
+
+def test_aber_sparse_mask_equals_the_reference(shared_data, tmp_path):
+    aber = shared_data / "rsgislib_aber_s2"
+    module = RasterVectorDataModule(
+        str(aber / "sen2_20210527_aber_mosaic.vrt"),
+        str(aber / "aber_landcover_4class_polygons.gpkg"),
+        field="class_id",
+        name_field="class_name",
+        unlabelled="ignore",
+        chip_size=64,
+        block_size=192,
+        cache_dir=str(tmp_path),
+    )
+    assert module.class_table.names == ("Forest", "Grass", "Urban", "Water")
+    module.prepare_data()
+    with (
+        rasterio.open(module.mask_path(0)) as ours,
+        rasterio.open(aber / "aber_landcover_4class_refmask.tif") as ref,
+    ):
+        mask, reference = ours.read(1), ref.read(1)
+    np.testing.assert_array_equal(np.where(reference == 0, 255, reference), mask)
+    assert module.model_spec().bands == tuple(range(1, 11)) and module.model_spec().resolution_cm == 1000.0
+
+
+def test_aber_class_per_layer_equals_the_reference(shared_data, tmp_path):
+    aber = shared_data / "rsgislib_aber_s2"
+    layers = read_layers(str(aber / "landcover_samples_by_layer.gpkg"))
+    assert [layer.name for layer in layers] == [
+        "cls_forest_smpls",
+        "cls_grass_smpls",
+        "cls_urban_smpls",
+        "cls_water_smpls",
+    ]
+    module = RasterVectorDataModule(
+        str(aber / "sen2_20210527_aber_mosaic.vrt"),
+        str(aber / "landcover_samples_by_layer.gpkg"),
+        unlabelled="ignore",
+        chip_size=64,
+        block_size=192,
+        cache_dir=str(tmp_path),
+    )
+    module.prepare_data()
+    with (
+        rasterio.open(module.mask_path(0)) as ours,
+        rasterio.open(aber / "aber_landcover_4class_refmask.tif") as ref,
+    ):
+        np.testing.assert_array_equal(np.where(ref.read(1) == 0, 255, ref.read(1)), ours.read(1))
+
+
+def test_kampala_tiles_split_by_ground_across_zoom_levels(shared_data, tmp_path):
+    kampala = shared_data / "fair_kampala_buildings"
+    module = RasterVectorDataModule(
+        str(kampala / "tiles" / "OAM-*.tif"),
+        str(kampala / "buildings.geojson"),
+        burn_value=1,
+        chip_size=128,
+        block_size=512,
+        cache_dir=str(tmp_path),
+    )
+    assert len(module.rasters) == 126 and module.class_table.names == ("background", "buildings")
+    module.prepare_data()
+    assert module.labels_document["report"]["repaired"] >= 1  # the invalid OSM polygon
+    zooms = {
+        RasterInfo.read(module.rasters[n].path).pixel_size[0] for n, _, _ in module.index["chips"]["val"]
+    }
+    assert len(zooms) == 3  # the validation ground is held out at every zoom level
+    finest_pixel_area = min(r.pixel_size[0] for r in module.rasters) ** 2
+    # tile edges come from float XYZ maths: only slivers far below a pixel may touch
+    assert _overlap_area(_footprints(module, "val"), _footprints(module, "train")) < 0.01 * finest_pixel_area

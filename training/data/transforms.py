@@ -1,0 +1,62 @@
+"""Augmentation of training samples: flips, 90° rotations and photometric jitter.
+
+Geometric operations are drawn once per sample and applied to the image and to the mask alike,
+so labels stay on their pixels; jitter changes the image only. The image is the normalised float
+tensor (C, H, W), so jitter works in units of standard deviations whatever the sensor's range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SPATIAL_KEYS = ("image", "mask")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random horizontal/vertical flips, k·90° rotations, brightness and contrast jitter.
+
+    ``brightness`` is the largest shift added to every band, ``contrast`` the largest relative
+    change of the spread around each band's mean (0 turns either off).
+    """
+
+    flips: bool = True
+    rotate90: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.contrast < 1.0:
+            raise ValueError(f"contrast jitter must lie in [0, 1), got {self.contrast}.")
+        if self.brightness < 0.0:
+            raise ValueError(f"brightness jitter must not be negative, got {self.brightness}.")
+
+    def __call__(self, sample: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict:
+        out = dict(sample)
+        square = out["image"].shape[-1] == out["image"].shape[-2]
+        flip_h, flip_v = (torch.rand(2, generator=generator) < 0.5).tolist() if self.flips else (False, False)
+        turns = int(torch.randint(0, 4, (1,), generator=generator)) if self.rotate90 and square else 0
+        for key in SPATIAL_KEYS:
+            if key not in out:
+                continue
+            tensor = out[key]
+            if flip_h:
+                tensor = torch.flip(tensor, dims=(-1,))
+            if flip_v:
+                tensor = torch.flip(tensor, dims=(-2,))
+            if turns:
+                tensor = torch.rot90(tensor, turns, dims=(-2, -1))
+            out[key] = tensor.contiguous()
+        out["image"] = self._jitter(out["image"], generator)
+        return out
+
+    def _jitter(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if not self.brightness and not self.contrast:
+            return image
+        low_high = torch.rand(2, generator=generator) * 2.0 - 1.0
+        shift = float(low_high[0]) * self.brightness
+        factor = 1.0 + float(low_high[1]) * self.contrast  # stays positive: pixel order is kept
+        mean = image.mean(dim=(-2, -1), keepdim=True)
+        return (image - mean) * factor + mean + shift

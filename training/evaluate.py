@@ -1,0 +1,344 @@
+"""Evaluate a net on held-out data and write a report folder.
+
+    python -m training evaluate --checkpoint best.ckpt --config training/configs/x.yaml --output reports/x
+
+Writes into the output folder:
+
+* ``metrics.json``: per class IoU, F1, precision, recall, reference and predicted counts; mean IoU
+  and mean F1 (over classes present in reference or prediction); overall accuracy; the confusion
+  matrix (rows reference, columns prediction). Computed with torchmetrics; ``ignore_index``
+  pixels (from the spec) are left out. A value whose denominator is zero (precision of a class
+  never predicted, recall of a class absent from the reference) is ``null``, not 0.
+* ``confusion_matrix.png``, ``class_distribution.png`` (reference labels, drawn by the plugin's
+  ``core.class_chart``), ``samples.png`` (image, reference, prediction);
+* ``training_loss.png``, ``training_metrics.png``, ``training_learning_rate.png`` from a Lightning
+  CSV log when one is given or found beside the checkpoint.
+
+Batches are dicts: ``{"image": float NCHW normalised, "mask": long NHW}`` for segmentation,
+``{"image", "label": long N}`` for classification. Logits become classes by argmax; a single
+channel is a sigmoid output, class 1 where ``sigmoid(logit) >= spec.seg_thresh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsdl_qgis_plugin.core.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.class_chart import write_class_chart
+from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.errors import RsdlError
+from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+
+from .reports.confusion import write_confusion_matrix
+from .reports.curves import write_training_curves
+from .reports.figures import class_names
+from .reports.samples import Sample, write_sample_grid
+
+DEFAULT_SAMPLES = 6
+SPLITS = ("val", "test")
+
+
+def torch_device(name: str = "auto") -> torch.device:
+    """``auto`` is the GPU when torch sees one, else the CPU; any torch device name otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def predicted_classes(logits: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """Classes from logits [N, C, ...]: argmax, or the sigmoid threshold of one channel."""
+    if logits.shape[1] == 1:
+        return (torch.sigmoid(logits[:, 0]) >= spec.seg_thresh).long()
+    return logits.argmax(dim=1)
+
+
+def class_count(spec: ModelSpec, channels: int) -> int:
+    """Classes the metrics cover: the output channels (2 for one sigmoid channel) or the names."""
+    return max(2 if channels == 1 else channels, len(spec.class_names))
+
+
+class ConfusionMetrics:
+    """torchmetrics per-class metrics and confusion matrix, accumulated batch by batch."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None, device: torch.device) -> None:
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import (
+            MulticlassAccuracy,
+            MulticlassConfusionMatrix,
+            MulticlassF1Score,
+            MulticlassJaccardIndex,
+            MulticlassPrecision,
+            MulticlassRecall,
+        )
+
+        common = {"num_classes": num_classes, "ignore_index": ignore_index}
+        self.num_classes = num_classes
+        self.metrics = MetricCollection(
+            {
+                "confusion": MulticlassConfusionMatrix(**common),
+                "iou": MulticlassJaccardIndex(average="none", **common),
+                "f1": MulticlassF1Score(average="none", **common),
+                "precision": MulticlassPrecision(average="none", **common),
+                "recall": MulticlassRecall(average="none", **common),
+                "accuracy": MulticlassAccuracy(average="micro", **common),
+            }
+        ).to(device)
+
+    def update(self, predictions: torch.Tensor, reference: torch.Tensor) -> None:
+        self.metrics.update(predictions, reference)
+
+    def compute(self, names: dict[int, str]) -> dict[str, Any]:
+        values = {key: value.detach().cpu() for key, value in self.metrics.compute().items()}
+        matrix = values["confusion"].long().numpy()
+        support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+        # torchmetrics reports 0 where a ratio is 0/0; say "undefined" instead.
+        defined = {
+            "iou": (support + predicted) > 0,
+            "f1": (support + predicted) > 0,
+            "precision": predicted > 0,
+            "recall": support > 0,
+        }
+        classes = []
+        for value in range(self.num_classes):
+            entry: dict[str, Any] = {"value": value, "name": names.get(value, str(value))}
+            for key, mask in defined.items():
+                entry[key] = float(values[key][value]) if mask[value] else None
+            entry.update(support=int(support[value]), predicted=int(predicted[value]))
+            classes.append(entry)
+        labelled = int(matrix.sum())
+        return {
+            "classes": classes,
+            "mean_iou": _mean(c["iou"] for c in classes),
+            "mean_f1": _mean(c["f1"] for c in classes),
+            "overall_accuracy": float(values["accuracy"]) if labelled else None,
+            "labelled": labelled,
+            "confusion_matrix": {
+                "rows": "reference",
+                "columns": "prediction",
+                "classes": [names.get(v, str(v)) for v in range(self.num_classes)],
+                "values": matrix.tolist(),
+            },
+        }
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(present) / len(present) if present else None
+
+
+def evaluate(
+    net: nn.Module,
+    spec: ModelSpec,
+    batches: Iterable[dict[str, torch.Tensor]],
+    output_dir: str | os.PathLike,
+    metrics_csv: str | os.PathLike | None = None,
+    device: str = "cpu",
+    samples: int = DEFAULT_SAMPLES,
+    max_batches: int | None = None,
+    split: str = "val",
+) -> dict[str, Any]:
+    """Run ``net`` over ``batches``, write the report files into ``output_dir``; returns the metrics."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    classification = spec.model_type is ModelType.CLASSIFIER
+    target_key = "label" if classification else "mask"
+    run_on = torch_device(device)
+    net = net.to(run_on).eval()
+    metrics: ConfusionMetrics | None = None
+    statistics = ClassStatistics(ignore_value=-1 if spec.ignore_index is None else spec.ignore_index)
+    shown: list[Sample] = []
+    items = 0
+    with torch.inference_mode():
+        for index, batch in enumerate(batches):
+            if max_batches is not None and index >= max_batches:
+                break
+            if "image" not in batch or target_key not in batch:
+                raise RsdlError(
+                    f"Evaluation batches must hold 'image' and '{target_key}'; got {sorted(batch)}."
+                )
+            images = batch["image"].to(run_on, torch.float32)
+            reference = batch[target_key].to(run_on).long()
+            logits = net(images)
+            if metrics is None:
+                metrics = ConfusionMetrics(class_count(spec, logits.shape[1]), spec.ignore_index, run_on)
+            predictions = predicted_classes(logits, spec)
+            metrics.update(predictions, reference)
+            statistics.add_block(reference.cpu().numpy())
+            items += len(images)
+            for image, ref, pred in zip(images, reference, predictions):
+                if len(shown) < samples:
+                    shown.append(Sample(image.cpu().numpy(), _item(ref), _item(pred)))
+    if metrics is None:
+        raise RsdlError("The evaluation data is empty: no batch to evaluate.")
+
+    names = class_names(spec, metrics.num_classes)
+    result = {
+        "model_type": spec.model_type.value,
+        "split": split,
+        "items": items,
+        "ignore_index": spec.ignore_index,
+        **metrics.compute(names),
+    }
+    files = _write_figures(result, statistics, shown, spec, metrics.num_classes, output, metrics_csv)
+    result["files"] = sorted(path.name for path in files)
+    with atomic_file(output / "metrics.json", sidecars=()) as temp:
+        temp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def _item(tensor: torch.Tensor) -> np.ndarray | int:
+    return int(tensor) if tensor.ndim == 0 else tensor.cpu().numpy()
+
+
+def _write_figures(
+    result: dict[str, Any],
+    statistics: ClassStatistics,
+    shown: list[Sample],
+    spec: ModelSpec,
+    num_classes: int,
+    output: Path,
+    metrics_csv: str | os.PathLike | None,
+) -> list[Path]:
+    names = class_names(spec, num_classes)
+    unit = "items" if spec.model_type is ModelType.CLASSIFIER else "pixels"
+    split = result["split"]
+    files = [
+        write_confusion_matrix(
+            np.asarray(result["confusion_matrix"]["values"]),
+            list(names.values()),
+            output / "confusion_matrix.png",
+            f"Confusion matrix ({split}, {result['labelled']:,} {unit})",
+        )
+    ]
+    rows = statistics.as_table(names)
+    for row in rows:
+        color = spec.class_colors.get(int(row["value"]))
+        if color:
+            row["color"] = color
+    files.append(write_class_chart(rows, output / "class_distribution.png", f"Reference classes ({split})"))
+    if shown:
+        files.append(write_sample_grid(shown, spec, num_classes, output / "samples.png"))
+    if metrics_csv is not None:
+        files.extend(write_training_curves(metrics_csv, output))
+    return files
+
+
+# -- data from a LightningCLI config ------------------------------------------------------------
+
+
+def load_datamodule(config: str | os.PathLike) -> Any:
+    """The LightningDataModule of a LightningCLI-style YAML (its ``data:`` section, or the file
+    itself when it is one ``class_path``/``init_args`` block), built by jsonargparse as
+    LightningCLI builds it."""
+    import yaml
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    content = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    section = content.get("data", content) if isinstance(content, dict) else None
+    if not isinstance(section, dict) or "class_path" not in section:
+        raise RsdlError(
+            f"'{config}' has no 'data:' section with a class_path (and init_args); give the YAML "
+            "config the model was trained with."
+        )
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    try:
+        parsed = parser.parse_object({"data": section})
+        return parser.instantiate_classes(parsed).data
+    except Exception as error:  # jsonargparse reports through several exception types
+        raise RsdlError(f"The data section of '{config}' cannot be built: {error}") from error
+
+
+def dataloader(datamodule: Any, split: str) -> Iterable[dict[str, torch.Tensor]]:
+    """The datamodule's validation or test loader, after its ``setup``."""
+    datamodule.prepare_data()
+    datamodule.setup("validate" if split == "val" else "test")
+    return datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+
+
+def find_metrics_csv(checkpoint: Path) -> Path | None:
+    """Lightning's CSVLogger writes version_N/metrics.csv; checkpoints sit in version_N/checkpoints/."""
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        if (folder / "metrics.csv").is_file():
+            return folder / "metrics.csv"
+    return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training evaluate",
+        description="Evaluate a checkpoint on held-out data: metrics JSON, confusion matrix, class "
+        "distribution, sample predictions and training curves.",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="Lightning checkpoint (.ckpt)")
+    parser.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="LightningCLI YAML whose 'data:' section builds the datamodule (the training config)",
+    )
+    parser.add_argument("--output", required=True, type=Path, help="report folder (created)")
+    parser.add_argument(
+        "--split", choices=SPLITS, default="val", help="which loader to evaluate (default val)"
+    )
+    parser.add_argument(
+        "--metrics-csv",
+        type=Path,
+        help="Lightning CSV log for the training curves (default: metrics.csv beside the checkpoint's "
+        "version folder, if any)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help=f"items in samples.png (default {DEFAULT_SAMPLES})",
+    )
+    parser.add_argument("--max-batches", type=int, help="stop after this many batches (default: all)")
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:1 ..."
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training evaluate``: 0 when the report was written."""
+    args = _parser().parse_args(argv)
+    from .export import load_checkpoint_net
+
+    try:
+        net, spec = load_checkpoint_net(args.checkpoint)
+        loader = dataloader(load_datamodule(args.config), args.split)
+        metrics_csv = args.metrics_csv or find_metrics_csv(args.checkpoint)
+        result = evaluate(
+            net,
+            spec,
+            loader,
+            args.output,
+            metrics_csv,
+            args.device,
+            args.samples,
+            args.max_batches,
+            args.split,
+        )
+    except RsdlError as error:
+        print(f"evaluate failed: {error}", file=sys.stderr)
+        return 1
+    mean_iou, accuracy = result["mean_iou"], result["overall_accuracy"]
+    print(
+        f"{result['split']}: {result['items']} items, mean IoU "
+        f"{'n/a' if mean_iou is None else f'{mean_iou:.4f}'}, overall accuracy "
+        f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}; report in {args.output}"
+    )
+    return 0

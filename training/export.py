@@ -1,0 +1,434 @@
+"""Export a trained net to ONNX or TorchScript with its spec inside, and prove the file right.
+
+``python -m training export --checkpoint best.ckpt --output models/name.onnx``
+
+The exported file carries the whole spec (``ModelSpec.to_metadata``: classes, colours, bands,
+normalisation, tile size, resolution, training metrics and data provenance): in ONNX
+``metadata_props``, in TorchScript the extra file ``rsdl_spec.json``. The spec's ``training``
+gains an ``export`` entry (format, opset, torch version, tolerance, dynamic size).
+
+Verification, before the file gets its final name (it is written under a temporary name and
+renamed only when every check passes, so a failed export leaves no file and an older file at
+the path stays as it was):
+
+1. ONNX only: ``onnx.checker.check_model(full_check=True)``, opset pinned (default 17).
+2. The file is loaded by the plugin's own reader (``rsdl_qgis_plugin.inference.backends
+   .load_model``, on the CPU) and the spec it reads must equal the spec exported, field by field.
+3. Parity: the plugin backend's outputs against the torch net's (eval mode, float32) on seeded
+   standard-normal inputs (what normalised pixels look like) of batch 1 and batch 3 at the
+   sample size, and one more at twice the sample size when height and width are dynamic.
+   **Tolerance: the largest absolute difference over every output element (logits) must be at
+   most ``DEFAULT_TOLERANCE`` = 1e-4** (``--tolerance`` changes it). A U-Net with a ResNet-18
+   encoder differs by about 3e-5 on the CPU.
+
+Batch is always dynamic. Height and width are dynamic for segmentation and regression nets that
+run at twice the sample size in torch (fully convolutional); classifiers, and nets that do not,
+are fixed at the sample size (``dynamic_size=False`` / ``--fixed-size`` forces that).
+
+The ONNX file is made by torch's TorchScript-based exporter (``dynamo=False``): the newer
+exporter needs onnxscript, which this project does not install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import io
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsdl_qgis_plugin.core.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.errors import RsdlError
+from rsdl_qgis_plugin.core.model_spec import TORCHSCRIPT_SPEC_FILE, ModelSpec, ModelType
+from rsdl_qgis_plugin.inference.backends import ModelBackend, load_model
+
+DEFAULT_OPSET = 17
+DEFAULT_TOLERANCE = 1e-4
+PARITY_BATCHES = (1, 3)
+PARITY_SEED = 0
+INPUT_NAME = "input"
+FORMATS = ("onnx", "torchscript", "both")
+
+
+class ExportError(RsdlError):
+    """An export that could not be made or did not pass its verification."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A verified export: where, the spec written into it, and how close it came to torch."""
+
+    path: Path
+    format: str
+    spec: ModelSpec
+    max_abs_diff: float
+    tolerance: float
+    dynamic_size: bool
+    checked_shapes: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    net: nn.Module  # a CPU copy in eval mode
+    spec: ModelSpec  # as it will be written
+    channels: int
+    size: int
+    dynamic_size: bool
+    output_names: tuple[str, ...]
+
+    def sample(self) -> torch.Tensor:
+        return torch.zeros(1, self.channels, self.size, self.size)
+
+    def parity_inputs(self) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(PARITY_SEED)
+        shapes = [(batch, self.channels, self.size, self.size) for batch in PARITY_BATCHES]
+        if self.dynamic_size:
+            shapes.append((1, self.channels, 2 * self.size, 2 * self.size))
+        return [torch.randn(shape, generator=generator) for shape in shapes]
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def _outputs(result: Any) -> list[torch.Tensor]:
+    """A net's result as a list of tensors (one per output head)."""
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in result):
+        return list(result)
+    raise ExportError(
+        f"The net returns {type(result).__name__}; export needs a tensor (or a tuple of tensors), "
+        "e.g. logits [N, classes, H, W]."
+    )
+
+
+def _runs_at_other_sizes(net: nn.Module, channels: int, size: int) -> bool:
+    """Whether the net runs on a tile of twice the size with image-shaped outputs (fully convolutional)."""
+    try:
+        with torch.no_grad():
+            outputs = _outputs(net(torch.zeros(1, channels, 2 * size, 2 * size)))
+    except Exception:  # any failure means: not size-agnostic, export with a fixed size
+        return False
+    return all(output.ndim in (3, 4) for output in outputs)
+
+
+class _Probabilities(nn.Module):
+    """Logits to probabilities in the exported graph: the plugin (like Deepness) reads a one-channel
+    output as the class probability and several channels as per-class probabilities."""
+
+    def __init__(self, net: nn.Module, activation: str) -> None:
+        super().__init__()
+        self.net = net
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        return torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
+
+
+def _json_clean(training: dict, key: str) -> dict:
+    """``training`` as it will read back from JSON (tuples become lists), or a clear error."""
+    try:
+        return json.loads(json.dumps(training))
+    except (TypeError, ValueError) as error:
+        raise ExportError(
+            f"The spec's '{key}' cannot be written as JSON: {error}. Keep metrics and provenance "
+            "to numbers, strings, lists and dicts."
+        ) from None
+
+
+def _plan(
+    net: nn.Module,
+    spec: ModelSpec,
+    sample_size: int | None,
+    dynamic_size: bool | None,
+    provenance: dict[str, Any],
+) -> _Plan:
+    if spec.bands is None:
+        raise ExportError(
+            "The spec lists no 'bands'; an exported model must say which raster bands it reads "
+            "(TorchScript files do not declare their input channels). Set bands in the task's spec."
+        )
+    size = sample_size or spec.tile_size
+    if not size or size < 1:
+        raise ExportError("Give a sample (tile) size: the spec has no 'tile_size'.")
+    channels = len(spec.bands)
+    net = copy.deepcopy(net).cpu().float().eval()  # never move or retype the caller's net
+    activation = spec.training.get("output_activation") if spec.training.get("output") == "logits" else None
+    if activation in ("sigmoid", "softmax"):
+        net = _Probabilities(net, activation).eval()  # exporters restore the wrapper's mode
+    with torch.no_grad():
+        names = _output_names(len(_outputs(net(torch.zeros(1, channels, size, size)))))
+    if dynamic_size is None:
+        dynamic_size = spec.model_type is not ModelType.CLASSIFIER and _runs_at_other_sizes(
+            net, channels, size
+        )
+    if not dynamic_size and spec.tile_size not in (None, size):
+        raise ExportError(
+            f"The export has fixed {size} x {size} px inputs but the spec's tile_size is "
+            f"{spec.tile_size}; export at the spec's tile size (drop the sample size) or change it."
+        )
+    export = {**provenance, "torch": torch.__version__, "dynamic_size": dynamic_size, "sample_size": size}
+    training = {**_json_clean(spec.training, "training"), "export": export}
+    if isinstance(net, _Probabilities):
+        training["output"] = "probabilities"
+    written = dataclasses.replace(spec, tile_size=spec.tile_size or size, training=training)
+    return _Plan(net, written, channels, size, dynamic_size, names)
+
+
+def _output_names(count: int) -> tuple[str, ...]:
+    return tuple("output" if index == 0 else f"output{index + 1}" for index in range(count))
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+def _check_spec(read: ModelSpec, expected: ModelSpec, path: Path) -> None:
+    differences = [
+        f"{field.name}: wrote {getattr(expected, field.name)!r}, read {getattr(read, field.name)!r}"
+        for field in dataclasses.fields(ModelSpec)
+        if getattr(read, field.name) != getattr(expected, field.name)
+    ]
+    if differences:
+        raise ExportError(
+            f"The spec read back from '{path}' by the plugin differs from the spec exported:\n  "
+            + "\n  ".join(differences)
+        )
+
+
+def _max_abs_diff(backend: ModelBackend, net: nn.Module, batch: torch.Tensor, tolerance: float) -> float:
+    with torch.no_grad():
+        expected = [t.float().numpy() for t in _outputs(net(batch))]
+    got = backend.run(batch.numpy())
+    if len(got) != len(expected):
+        raise ExportError(f"The exported model has {len(got)} outputs, the torch net {len(expected)}.")
+    worst = 0.0
+    for head, (want, have) in enumerate(zip(expected, got)):
+        if want.shape != have.shape:
+            raise ExportError(
+                f"Output {head + 1} of the exported model has shape {list(have.shape)} for input "
+                f"{list(batch.shape)}; the torch net gives {list(want.shape)}."
+            )
+        diff = float(np.max(np.abs(want - have))) if want.size else 0.0
+        if not diff <= tolerance:  # also catches NaN
+            raise ExportError(
+                f"The exported model disagrees with the torch net on input {list(batch.shape)}: the "
+                f"largest absolute difference of output {head + 1} is {diff:.3g}, above the stated "
+                f"tolerance of {tolerance:g} (max |exported - torch| over all logits). The export "
+                "is wrong (an op the exporter mishandles, or a net that behaves differently when "
+                "traced); no file was written."
+            )
+        worst = max(worst, diff)
+    return worst
+
+
+def _verify(temp: Path, final: Path, plan: _Plan, tolerance: float) -> tuple[float, tuple]:
+    """Load the temporary file with the plugin's reader; check its spec and its parity with torch."""
+    try:
+        backend = load_model(temp, device="cpu")
+    except RsdlError as error:
+        raise ExportError(f"The plugin cannot load the exported model '{final}': {error}") from None
+    _check_spec(backend.spec, plan.spec, final)
+    inputs = plan.parity_inputs()
+    worst = max(_max_abs_diff(backend, plan.net, batch, tolerance) for batch in inputs)
+    return worst, tuple(tuple(batch.shape) for batch in inputs)
+
+
+# -- exports ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """torch deprecates the TorchScript exporter and tracer; tracer warnings stay visible."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def _onnx_model(plan: _Plan, opset: int) -> Any:
+    import onnx
+
+    batch_axes = {name: {0: "batch"} for name in (INPUT_NAME, *plan.output_names)}
+    if plan.dynamic_size:
+        batch_axes[INPUT_NAME].update({2: "height", 3: "width"})
+        with torch.no_grad():
+            ranks = [output.ndim for output in _outputs(plan.net(plan.sample()))]
+        for name, rank in zip(plan.output_names, ranks):
+            # Own names: a valid-convolution net's outputs are smaller than its input.
+            batch_axes[name].update({rank - 2: f"{name}_height", rank - 1: f"{name}_width"})
+    buffer = io.BytesIO()
+    try:
+        with _quiet_deprecations():
+            torch.onnx.export(
+                plan.net,
+                (plan.sample(),),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(plan.output_names),
+                dynamic_axes=batch_axes,
+                do_constant_folding=True,
+            )
+    except Exception as error:
+        raise ExportError(f"torch could not export the net to ONNX (opset {opset}): {error}") from error
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(model, plan.spec.to_metadata())
+    versions = {entry.domain: entry.version for entry in model.opset_import}
+    if versions.get("", versions.get("ai.onnx")) != opset:
+        raise ExportError(f"The ONNX file was written with opset {versions}, not the pinned {opset}.")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise ExportError(f"onnx.checker rejects the exported model: {error}") from None
+    return model
+
+
+def export_onnx(
+    net: nn.Module,
+    spec: ModelSpec,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    sample_size: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    dynamic_size: bool | None = None,
+) -> ExportResult:
+    """Write ``net`` (normalised float32 NCHW -> logits) as ONNX with ``spec``, verified.
+
+    ``sample_size`` is the tile side used to trace and check (default: ``spec.tile_size``).
+    Raises ExportError, leaving no file, when ``onnx.checker``, the plugin's reader or the parity
+    check (max |onnxruntime - torch| <= ``tolerance``, default 1e-4) fails.
+    """
+    plan = _plan(
+        net, spec, sample_size, dynamic_size, {"format": "onnx", "opset": opset, "tolerance": tolerance}
+    )
+    model = _onnx_model(plan, opset)
+    final = Path(path)
+    with atomic_file(final, sidecars=()) as temp:
+        temp.write_bytes(model.SerializeToString())
+        worst, shapes = _verify(temp, final, plan, tolerance)
+    return ExportResult(final, "onnx", plan.spec, worst, tolerance, plan.dynamic_size, shapes)
+
+
+def export_torchscript(
+    net: nn.Module,
+    spec: ModelSpec,
+    path: str | os.PathLike,
+    sample_size: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    dynamic_size: bool | None = None,
+) -> ExportResult:
+    """Write ``net`` as a traced TorchScript file with ``spec`` as the extra file ``rsdl_spec.json``.
+
+    Verified like :func:`export_onnx` (the plugin loads it; max |TorchScript - torch| <= ``tolerance``).
+    """
+    plan = _plan(net, spec, sample_size, dynamic_size, {"format": "torchscript", "tolerance": tolerance})
+    try:
+        with _quiet_deprecations():
+            # check_trace re-runs the net; the parity check below covers that and more.
+            traced = torch.jit.trace(plan.net, plan.sample(), check_trace=False)
+    except Exception as error:
+        raise ExportError(f"torch could not trace the net to TorchScript: {error}") from error
+    extra = {TORCHSCRIPT_SPEC_FILE: json.dumps(plan.spec.to_metadata())}
+    final = Path(path)
+    with atomic_file(final, sidecars=()) as temp:
+        with _quiet_deprecations():
+            torch.jit.save(traced, str(temp), _extra_files=extra)
+        worst, shapes = _verify(temp, final, plan, tolerance)
+    return ExportResult(final, "torchscript", plan.spec, worst, tolerance, plan.dynamic_size, shapes)
+
+
+# -- checkpoints and the command line ---------------------------------------------------------
+
+
+def load_checkpoint_net(checkpoint: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
+    """The net and spec of a Lightning checkpoint (read with ``torch.load(weights_only=True)``)."""
+    from training.checkpoints import load_task  # the task side of the package; imported on use
+
+    task = load_task(checkpoint)
+    return task.net, task.model_spec()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training export",
+        description="Export a checkpoint to ONNX and/or TorchScript with its spec, verified against "
+        f"torch (max absolute difference of the logits <= --tolerance, default {DEFAULT_TOLERANCE:g}).",
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, help="Lightning checkpoint (.ckpt) to export"
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="file to write; with --format both, the ONNX file, and the TorchScript file beside it "
+        "with the suffix .pt. Its folder is created when missing.",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="onnx", help="onnx (default), torchscript, or both"
+    )
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset to pin (default {DEFAULT_OPSET})"
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="tile side in pixels written into the spec and used to trace and check (default: the "
+        "task's tile size)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"largest allowed absolute difference between exported and torch logits "
+        f"(default {DEFAULT_TOLERANCE:g})",
+    )
+    parser.add_argument(
+        "--fixed-size",
+        action="store_true",
+        help="export a fixed height and width (the tile size) even for a fully convolutional net",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training export``: returns 0 when every requested file was written and verified."""
+    args = _parser().parse_args(argv)
+    try:
+        net, spec = load_checkpoint_net(args.checkpoint)
+        if args.tile_size:
+            spec = dataclasses.replace(spec, tile_size=args.tile_size)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        dynamic = False if args.fixed_size else None
+        results = []
+        if args.format in ("onnx", "both"):
+            results.append(export_onnx(net, spec, args.output, args.opset, None, args.tolerance, dynamic))
+        if args.format in ("torchscript", "both"):
+            target = args.output.with_suffix(".pt") if args.format == "both" else args.output
+            results.append(export_torchscript(net, spec, target, None, args.tolerance, dynamic))
+    except RsdlError as error:
+        print(f"export failed: {error}", file=sys.stderr)
+        return 1
+    for result in results:
+        size = "dynamic" if result.dynamic_size else f"{result.spec.tile_size} x {result.spec.tile_size}"
+        print(
+            f"{result.format}: {result.path} (batch dynamic, height/width {size}); plugin reads its "
+            f"spec back unchanged; max |exported - torch| = {result.max_abs_diff:.2e} <= "
+            f"{result.tolerance:g} on inputs {[list(s) for s in result.checked_shapes]}"
+        )
+    return 0

@@ -1,0 +1,533 @@
+"""Headless batch prediction: run a model over many rasters with the plugin's own tiled engine.
+
+    python -m training predict --model m.onnx --output-dir out/ 'tiles/*.tif' \\
+        [--workers 4 --devices cuda:0,cuda:1]
+
+Each raster goes through ``rsdl_qgis_plugin.inference.engine.TiledInference`` exactly as in
+QGIS's rsdl:segment (same backends, tile plan, blending, nodata handling and sinks); only the
+input/output side differs: windows are read with rasterio (nodata from rasterio's masks) and
+GeoTIFFs written with rasterio, strip by strip, under a temporary name renamed at the end
+(complete or absent). For ``scene.tif`` it writes ``scene_classes.tif`` (uint8/uint16 with a
+colour table; a regressor writes ``scene_values.tif``), optionally ``scene_confidence.tif``, and
+``scene_classes_head2.tif``... for further output heads; all on the input's grid, CRS and transform.
+
+Rasters are not resampled to the model's resolution (rsdl:segment can); a raster whose pixel
+size differs from the model's by more than ``RESOLUTION_WARNING`` gets a warning.
+
+Scaling out: ``--workers N`` runs N spawned processes that take rasters from a shared queue;
+``--devices`` is given to the workers round-robin (worker k uses device k mod len(devices)). A
+``cuda:K`` device is pinned with ``CUDA_VISIBLE_DEVICES=K`` in its worker, before any CUDA library
+loads. On the CPU each worker gets ``cpu_count // workers`` threads unless ``--threads`` says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import glob
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from rsdl_qgis_plugin.core.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.errors import RsdlError
+from rsdl_qgis_plugin.core.label_rules import default_class_color, hex_to_rgb
+from rsdl_qgis_plugin.core.model_check import check_raster_compatibility
+from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.tiling import BlendMode
+from rsdl_qgis_plugin.inference.backends import ModelBackend, load_model
+from rsdl_qgis_plugin.inference.engine import HeadLayout, InferenceSettings, TiledInference
+from rsdl_qgis_plugin.inference.sinks import FLOAT_NODATA, SegmentationSink, ValueSink, class_nodata_value
+
+# The defaults of rsdl:segment (processing_provider/segment.py), which training may not import.
+DEFAULT_TILE_SIZE = 512
+DEFAULT_OVERLAP_PERCENT = 15.0
+DEFAULT_BATCH_SIZE = 4
+ROWS_PER_STRIP = 32
+RESOLUTION_WARNING = 0.05  # relative pixel-size difference that earns a warning
+
+
+# -- reading and writing with rasterio ----------------------------------------------------------
+
+
+class RasterioWindowReader:
+    """The engine's WindowReader over an open rasterio dataset: (bands, h, w) float32 + valid mask.
+
+    A pixel is valid when every band read is valid in rasterio's masks (nodata value, internal
+    mask or alpha band) and finite, as the plugin's provider reader decides.
+    """
+
+    def __init__(self, dataset: Any, bands: tuple[int, ...]) -> None:
+        self.dataset = dataset
+        self.bands = list(bands)
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        window = Window(col, row, cols, rows)
+        data = self.dataset.read(self.bands, window=window, out_dtype="float32")
+        valid = (self.dataset.read_masks(self.bands, window=window) > 0).all(axis=0)
+        valid &= np.isfinite(data).all(axis=0)
+        return data, valid
+
+
+class GeoTiffRowWriter:
+    """Context manager writing a GeoTIFF on ``profile``'s grid as rows arrive, complete or absent.
+
+    Rows are buffered into whole strips so each compressed strip is written exactly once.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        profile: dict[str, Any],
+        bands: int,
+        dtype: str,
+        nodata: float,
+        colormap: dict[int, tuple[int, int, int, int]] | None = None,
+        tags: dict[str, str] | None = None,
+        descriptions: Sequence[str] = (),
+    ) -> None:
+        self.path = path
+        self.width, self.height = profile["width"], profile["height"]
+        self.profile = {
+            "driver": "GTiff",
+            "width": self.width,
+            "height": self.height,
+            "count": bands,
+            "dtype": dtype,
+            "crs": profile.get("crs"),
+            "transform": profile["transform"],
+            "nodata": nodata,
+            "compress": "deflate",
+            "predictor": 3 if np.dtype(dtype).kind == "f" else 2,
+            "tiled": False,
+            "blockysize": ROWS_PER_STRIP,
+            "BIGTIFF": "IF_SAFER",
+        }
+        self.colormap = colormap
+        self.tags = tags or {}
+        self.descriptions = descriptions
+        self._stack = contextlib.ExitStack()
+        self._buffer = np.zeros((bands, ROWS_PER_STRIP, self.width), dtype=dtype)
+        self._first_row = 0
+        self._rows = 0
+
+    def __enter__(self) -> GeoTiffRowWriter:
+        temp = self._stack.enter_context(atomic_file(self.path))
+        self._dataset = self._stack.enter_context(rasterio.open(temp, "w", **self.profile))
+        if self.colormap:
+            self._dataset.write_colormap(1, self.colormap)
+        self._dataset.update_tags(**self.tags)
+        for band, text in enumerate(self.descriptions, start=1):
+            self._dataset.set_band_description(band, text)
+        return self
+
+    def write_rows(self, first_row: int, values: np.ndarray) -> None:
+        """Write (bands, rows, width) values at ``first_row``; rows must come in order, once."""
+        if first_row != self._first_row + self._rows:
+            raise ValueError(
+                f"Rows must arrive in order: got {first_row}, expected {self._first_row + self._rows}."
+            )
+        offset = 0
+        while offset < values.shape[1]:
+            take = min(ROWS_PER_STRIP - self._rows, values.shape[1] - offset)
+            self._buffer[:, self._rows : self._rows + take] = values[:, offset : offset + take]
+            self._rows += take
+            offset += take
+            if self._rows == ROWS_PER_STRIP or self._first_row + self._rows == self.height:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            window = Window(0, self._first_row, self.width, self._rows)
+            self._dataset.write(self._buffer[:, : self._rows], window=window)
+        self._first_row += self._rows
+        self._rows = 0
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool:
+        # The dataset closes before atomic_file renames it (or removes it on an error).
+        if exc_type is None and self._first_row + self._rows != self.height:
+            error = RsdlError(f"Only {self._first_row} of {self.height} rows of '{self.path}' were written.")
+            self._stack.__exit__(RsdlError, error, None)
+            raise error
+        return self._stack.__exit__(exc_type, exc, traceback)
+
+
+# -- one raster ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What rsdl:segment's parameters say: tiles, blending, outputs. None = the model's or default."""
+
+    tile_size: int | None = None
+    overlap_percent: float | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    blend_mode: BlendMode = BlendMode.PYRAMID
+    confidence: bool = False
+    bands: tuple[int, ...] | None = None
+    skip_existing: bool = False
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    raster: Path
+    outputs: tuple[Path, ...]
+    device: str
+    seconds: float
+    counts: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    skipped: bool = False
+
+
+def inference_settings(backend: ModelBackend, options: PredictOptions) -> InferenceSettings:
+    """Tile size and overlap chosen as rsdl:segment chooses them (fixed model size first)."""
+    height, width = backend.input_size
+    if height and height != width:
+        raise RsdlError(f"The model takes non-square {height} x {width} inputs; only square tiles work.")
+    if height and options.tile_size and options.tile_size != height:
+        raise RsdlError(
+            f"The model takes {height} x {height} pixel tiles; --tile-size {options.tile_size} "
+            "cannot be used."
+        )
+    tile = height or options.tile_size or backend.spec.tile_size or DEFAULT_TILE_SIZE
+    percent = options.overlap_percent
+    if percent is None:
+        percent = backend.spec.tiles_overlap_percent
+    if percent is None:
+        percent = DEFAULT_OVERLAP_PERCENT
+    overlap = min(tile - 1, round(tile * percent / 100.0))
+    return InferenceSettings(tile, overlap, options.batch_size, options.blend_mode)
+
+
+def output_paths(raster: Path, output_dir: Path, spec: ModelSpec, heads: int, confidence: bool) -> list[Path]:
+    """Head 0, further heads, then the confidence raster (when asked)."""
+    kind = "values" if spec.model_type is ModelType.REGRESSOR else "classes"
+    paths = [
+        output_dir / f"{raster.stem}_{kind}{'' if head == 0 else f'_head{head + 1}'}.tif"
+        for head in range(heads)
+    ]
+    if confidence and spec.model_type is not ModelType.REGRESSOR:
+        paths.append(output_dir / f"{raster.stem}_confidence.tif")
+    return paths
+
+
+def head_class_names(spec: ModelSpec, layout: HeadLayout, head: int) -> dict[int, str]:
+    """Class names of a segmentation head; one channel is background (0) against its class (1)."""
+    named = spec.head_class_names[head] if head < len(spec.head_class_names) else {}
+    if layout.channels == 1:
+        return {
+            0: named.get(0, "background") if 1 in named else "background",
+            1: named.get(1) or named.get(0) or "foreground",
+        }
+    return {value: spec.class_name(value, head) for value in range(layout.channels)}
+
+
+def _class_writer(path: Path, profile: dict, spec: ModelSpec, layout: HeadLayout, head: int) -> tuple:
+    names = head_class_names(spec, layout, head)
+    dtype, nodata = class_nodata_value(list(names))
+    colors = spec.class_colors if head == 0 else {}
+    colormap = {
+        value: (*hex_to_rgb(colors.get(value) or default_class_color(name, value + 1)), 255)
+        for value, name in names.items()
+    }
+    tags = {f"class_{value}": name for value, name in names.items()}
+    writer = GeoTiffRowWriter(path, profile, 1, dtype.name, nodata, colormap, tags, ["class"])
+    return writer, dtype, nodata
+
+
+def predict_raster(
+    backend: ModelBackend, raster: str | os.PathLike, output_dir: str | os.PathLike, options: PredictOptions
+) -> PredictionResult:
+    """Run ``backend`` over one raster and write its prediction GeoTIFFs into ``output_dir``."""
+    started = time.perf_counter()
+    raster, output_dir = Path(raster), Path(output_dir)
+    spec = backend.spec
+    if spec.model_type not in (ModelType.SEGMENTOR, ModelType.REGRESSOR):
+        raise RsdlError(
+            f"The model is a {spec.model_type.value}; batch prediction runs Segmentor and Regressor models."
+        )
+    settings = inference_settings(backend, options)
+    with rasterio.open(raster) as source:
+        crs = source.crs
+        compatibility = check_raster_compatibility(
+            spec,
+            backend.input_channels,
+            source.count,
+            source.dtypes[0],
+            bool(crs and crs.is_geographic),
+            options.bands,
+        )
+        warnings = (*compatibility.warnings, *_resolution_warning(spec, source))
+        engine = TiledInference(backend, spec, compatibility.bands, settings, source.width, source.height)
+        paths = output_paths(raster, output_dir, spec, len(engine.heads), options.confidence)
+        if options.skip_existing and all(path.exists() for path in paths):
+            return PredictionResult(raster, tuple(paths), backend.provider, 0.0, {}, warnings, skipped=True)
+        with contextlib.ExitStack() as stack:
+            sinks = _open_sinks(stack, engine, spec, source.profile, paths, options.confidence)
+            counts = engine.run(lambda: RasterioWindowReader(source, compatibility.bands), sinks)
+    return PredictionResult(
+        raster, tuple(paths), backend.provider, time.perf_counter() - started, counts, warnings
+    )
+
+
+def _open_sinks(
+    stack: contextlib.ExitStack,
+    engine: TiledInference,
+    spec: ModelSpec,
+    profile: dict,
+    paths: list[Path],
+    confidence: bool,
+) -> list:
+    sinks = []
+    for head, layout in enumerate(engine.heads):
+        if spec.model_type is ModelType.REGRESSOR:
+            writer = GeoTiffRowWriter(paths[head], profile, layout.channels, "float32", FLOAT_NODATA)
+            sinks.append(ValueSink(stack.enter_context(writer)))
+            continue
+        writer, dtype, nodata = _class_writer(paths[head], profile, spec, layout, head)
+        confidence_writer = None
+        if head == 0 and confidence:
+            confidence_writer = stack.enter_context(
+                GeoTiffRowWriter(paths[-1], profile, 1, "float32", FLOAT_NODATA, descriptions=["confidence"])
+            )
+        sinks.append(
+            SegmentationSink(stack.enter_context(writer), confidence_writer, spec.seg_thresh, dtype, nodata)
+        )
+    return sinks
+
+
+def _resolution_warning(spec: ModelSpec, source: Any) -> tuple[str, ...]:
+    if spec.resolution_cm is None or not source.crs or source.crs.is_geographic:
+        return ()
+    pixel_cm = abs(source.transform.a) * source.crs.linear_units_factor[1] * 100.0
+    if abs(pixel_cm - spec.resolution_cm) <= RESOLUTION_WARNING * spec.resolution_cm:
+        return ()
+    return (
+        f"The raster's pixels are {pixel_cm:g} cm but the model was trained at {spec.resolution_cm:g} cm; "
+        "resample the raster (gdalwarp -tr) or use rsdl:segment, which resamples.",
+    )
+
+
+# -- many rasters, many processes ---------------------------------------------------------------
+
+
+def expand_inputs(patterns: Sequence[str], list_file: str | os.PathLike | None = None) -> list[Path]:
+    """Rasters named by glob patterns and/or a text file (one path or pattern per line, # comments)."""
+    entries = list(patterns)
+    if list_file is not None:
+        base = Path(list_file).parent
+        for line in Path(list_file).read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                entries.append(line if Path(line).is_absolute() else str(base / line))
+    rasters: list[Path] = []
+    for entry in entries:
+        matches = sorted(glob.glob(entry, recursive=True)) if glob.has_magic(entry) else [entry]
+        if not matches:
+            raise RsdlError(f"No raster matches '{entry}'.")
+        for match in matches:
+            path = Path(match)
+            if not path.is_file():
+                raise RsdlError(f"The raster '{path}' does not exist.")
+            if path not in rasters:
+                rasters.append(path)
+    if not rasters:
+        raise RsdlError("No input rasters: give paths, glob patterns or --input-list.")
+    stems: dict[str, Path] = {}
+    for path in rasters:
+        if path.stem in stems:  # outputs are named after the stem
+            raise RsdlError(
+                f"'{stems[path.stem]}' and '{path}' share the name '{path.stem}', so their outputs "
+                "would collide; predict them into different output folders."
+            )
+        stems[path.stem] = path
+    return rasters
+
+
+def _backend_device(device: str) -> str:
+    """load_model's device for ours: ``cuda:K`` is ``cuda`` once CUDA_VISIBLE_DEVICES pins K."""
+    if device.startswith("cuda:"):
+        index = device.split(":", 1)[1]
+        if not index.isdigit():
+            raise RsdlError(f"Unknown device '{device}'; use cpu, auto, cuda or cuda:N.")
+        return "cuda"
+    if device not in ("cpu", "auto", "cuda"):
+        raise RsdlError(f"Unknown device '{device}'; use cpu, auto, cuda or cuda:N.")
+    return device
+
+
+# Per-process state of a worker: its device and the loaded model.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(devices: Any, model: str, threads: int) -> None:
+    device = devices.get()
+    if device.startswith("cuda:"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]  # before CUDA loads here
+    _WORKER.update(device=device, model=model, threads=threads, backend=None)
+
+
+def _predict_or_fail(
+    backend: ModelBackend, raster: Path, output_dir: Path, options: PredictOptions
+) -> PredictionResult:
+    """predict_raster with any failure as an RsdlError: it ends this raster, not the batch, and
+    pickles back from a worker whatever its origin (rasterio, onnxruntime...)."""
+    try:
+        return predict_raster(backend, raster, output_dir, options)
+    except RsdlError:
+        raise
+    except Exception as error:
+        raise RsdlError(f"{type(error).__name__}: {error}") from None
+
+
+def _worker_predict(raster: Path, output_dir: Path, options: PredictOptions) -> PredictionResult:
+    if _WORKER["backend"] is None:
+        _WORKER["backend"] = load_model(
+            _WORKER["model"], _WORKER["threads"], _backend_device(_WORKER["device"])
+        )
+    return _predict_or_fail(_WORKER["backend"], raster, output_dir, options)
+
+
+def predict_rasters(
+    model: str | os.PathLike,
+    rasters: Sequence[Path],
+    output_dir: str | os.PathLike,
+    options: PredictOptions,
+    workers: int = 1,
+    devices: Sequence[str] = ("auto",),
+    threads: int = 0,
+) -> Iterator[tuple[Path, PredictionResult | RsdlError]]:
+    """Predict every raster; yields (raster, result or the error that stopped it) as each finishes.
+
+    One worker on a device without index runs in this process; otherwise ``workers`` spawned
+    processes share the rasters, devices given to them round-robin.
+    """
+    if workers < 1:
+        raise RsdlError(f"--workers must be at least 1, got {workers}.")
+    for device in devices:
+        _backend_device(device)
+    output_dir = Path(output_dir)
+    cpu_threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    if workers == 1 and ":" not in devices[0]:
+        device = devices[0]
+        backend = load_model(model, threads, device)
+        for raster in rasters:
+            try:
+                yield raster, _predict_or_fail(backend, raster, output_dir, options)
+            except RsdlError as error:
+                yield raster, error
+        return
+    context = multiprocessing.get_context("spawn")  # fork would copy CUDA/threads state
+    queue = context.Queue()
+    for index in range(workers):
+        queue.put(devices[index % len(devices)])
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_worker_init, initargs=(queue, str(model), cpu_threads)
+    ) as pool:
+        futures = {pool.submit(_worker_predict, raster, output_dir, options): raster for raster in rasters}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except RsdlError as error:
+                yield futures[future], error
+            except concurrent.futures.process.BrokenProcessPool as error:
+                yield futures[future], RsdlError(f"A worker process died: {error}")
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training predict",
+        description="Run a segmentation or regression model (ONNX or TorchScript) over many rasters with "
+        "the plugin's tiled engine, writing GeoTIFFs on each raster's grid.",
+    )
+    parser.add_argument("rasters", nargs="*", help="raster paths or glob patterns (quote them; ** recurses)")
+    parser.add_argument("--input-list", type=Path, help="text file of raster paths or patterns, one per line")
+    parser.add_argument("--model", required=True, type=Path, help="model file (.onnx, or TorchScript .pt)")
+    parser.add_argument("--output-dir", required=True, type=Path, help="folder for the outputs (created)")
+    parser.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model's, else 512)")
+    parser.add_argument(
+        "--overlap", type=float, help="tile overlap in %% of the tile (default: the model's, else 15)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="tiles per model call (default 4)"
+    )
+    parser.add_argument(
+        "--blend",
+        choices=[mode.value for mode in BlendMode],
+        default=BlendMode.PYRAMID.value,
+        help="blending of overlapping tiles (default pyramid)",
+    )
+    parser.add_argument(
+        "--bands", help="1-based raster bands to feed the model, comma-separated (default: the model's)"
+    )
+    parser.add_argument("--confidence", action="store_true", help="also write <name>_confidence.tif")
+    parser.add_argument("--skip-existing", action="store_true", help="skip rasters whose outputs all exist")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes to spread the rasters over (default 1)"
+    )
+    parser.add_argument(
+        "--devices",
+        default="auto",
+        help="comma-separated devices given to the workers round-robin: cpu, auto, cuda, cuda:0,cuda:1 ... "
+        "(default auto: the GPU when the runtime has one)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads per worker (default: cores / workers)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training predict``: 0 when every raster was predicted, 1 otherwise."""
+    args = _parser().parse_args(argv)
+    try:
+        rasters = expand_inputs(args.rasters, args.input_list)
+        bands = tuple(int(b) for b in args.bands.split(",")) if args.bands else None
+        options = PredictOptions(
+            args.tile_size,
+            args.overlap,
+            args.batch_size,
+            BlendMode(args.blend),
+            args.confidence,
+            bands,
+            args.skip_existing,
+        )
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()] or ["auto"]
+        failures = 0
+        for raster, outcome in predict_rasters(
+            args.model, rasters, args.output_dir, options, args.workers, devices, args.threads
+        ):
+            if isinstance(outcome, RsdlError):
+                failures += 1
+                print(f"FAILED {raster}: {outcome}", file=sys.stderr)
+                continue
+            for warning in outcome.warnings:
+                print(f"warning: {raster}: {warning}", file=sys.stderr)
+            done = (
+                "skipped (outputs exist)"
+                if outcome.skipped
+                else (
+                    f"{outcome.counts['run']} tiles run, {outcome.counts['skipped_nodata']} nodata, "
+                    f"{outcome.seconds:.1f} s on {outcome.device}"
+                )
+            )
+            print(f"{raster} -> {', '.join(str(p) for p in outcome.outputs)}: {done}")
+    except (RsdlError, ValueError) as error:
+        print(f"predict failed: {error}", file=sys.stderr)
+        return 1
+    print(f"{len(rasters) - failures} of {len(rasters)} rasters predicted.")
+    return 1 if failures else 0
