@@ -26,6 +26,13 @@ Files (keys of the dict ``write_test_models`` returns):
 * ``evil.pth`` (a protocol-2 pickle, like a legacy torch.save) and ``evil_zip.pth`` (torch.save's
   zip layout): unpickling either creates the file ``EVIL_MARKER`` in OUTDIR.
 * ``escape/escape.onnx``: external weights at ``../escape_weights.bin``, outside its folder.
+* ``fcn_seg_64x48.onnx`` (a fixed non-square input), ``fcn_seg_33.onnx`` (a fixed odd tile of
+  33 px, no tile_size in its spec), ``fcn_seg_downsampled.onnx`` (the segmentation net followed
+  by a 2 x 2 average pool: an output half the tile's size, which no spec key explains).
+* ``evil_torchscript.pt``: a zip laid out like TorchScript (``code/``) whose ``data.pkl`` is the
+  marker pickle; ``escape/absolute.onnx`` (external data at an absolute path outside the folder)
+  and ``escape/symlink.onnx`` (external data through a symlink in the folder that points out of
+  it, written only where symlinks can be made).
 * ``classifier.onnx``: a classifier (spec ``CLASSIFIER_SPEC``: classes 0 "intact", 1 "damaged",
   1 m resolution) on fixed 32 x 32 crops of 3 bands, dynamic batch: 1x1 convolution, global
   average pool, Gemm, Softmax -> [batch, 2]. Its weights are set by hand, not drawn: the logit of
@@ -226,14 +233,15 @@ def _identity_model(inputs: list[list[int | str]]) -> onnx.ModelProto:
     return _finish(graph, None)
 
 
-def _escaping_model(folder: Path) -> Path:
-    """escape/escape.onnx whose initializer lives in ../escape_weights.bin (outside its folder)."""
+def _escaping_model(folder: Path, location: str = "../escape_weights.bin", name: str = "escape.onnx") -> Path:
+    """escape/<name> whose initializer lives at ``location`` (by default ../escape_weights.bin,
+    outside its folder)."""
     weights = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
     (folder / "escape_weights.bin").write_bytes(weights.tobytes())
     tensor = numpy_helper.from_array(weights, "w")
     tensor.ClearField("raw_data")
     tensor.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", "../escape_weights.bin"), ("offset", "0"), ("length", "16")):
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     graph = helper.make_graph(
@@ -244,7 +252,7 @@ def _escaping_model(folder: Path) -> Path:
         [tensor],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
-    path = folder / "escape" / "escape.onnx"
+    path = folder / "escape" / name
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(model.SerializeToString())  # onnx.save would try to resolve the external data
     return path
@@ -310,6 +318,41 @@ class _OpensMarker:
         return (open, (str(self.marker), "w"))
 
 
+def write_evil_torchscript(folder: Path) -> Path:
+    """A zip with TorchScript's ``code/`` folder (so it is sniffed as TorchScript) and the marker
+    pickle as its ``data.pkl``: loading it must not unpickle with Python's pickle."""
+    payload = pickle.dumps({"state_dict": _OpensMarker(folder / EVIL_MARKER)}, protocol=2)
+    path = folder / "evil_torchscript.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil_torchscript/data.pkl", payload)
+        archive.writestr("evil_torchscript/code/__torch__.py", "def forward(self, x):\n  return x\n")
+        archive.writestr("evil_torchscript/version", "3\n")
+        archive.writestr(f"evil_torchscript/extra/{TORCHSCRIPT_SPEC_FILE}", json.dumps({"bands": [1, 2, 3]}))
+    return path
+
+
+def _fixed_size(model: onnx.ModelProto, height: int, width: int) -> onnx.ModelProto:
+    """The model with its input and outputs fixed at ``height`` x ``width``."""
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        dims[2].dim_value, dims[3].dim_value = height, width
+    onnx.checker.check_model(model)
+    return model
+
+
+def _downsampled(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model followed by a 2 x 2 average pool: its output is half the tile's size."""
+    model.graph.node.append(
+        helper.make_node("AveragePool", ["output"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2])
+    )
+    del model.graph.output[:]
+    model.graph.output.append(
+        helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 3, "half_height", "half_width"])
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
 def write_evil_pickles(folder: Path) -> tuple[Path, Path]:
     payload = pickle.dumps({"state_dict": _OpensMarker(folder / EVIL_MARKER)}, protocol=2)
     plain = folder / "evil.pth"
@@ -346,6 +389,11 @@ def write_test_models(folder: str | Path) -> dict[str, Path]:
         "two_inputs.onnx": _identity_model([["batch", 3, 8, 8], ["batch", 3, 8, 8]]),
         "rank3_input.onnx": _identity_model([["batch", 8, 8]]),
         "classifier.onnx": onnx_classifier(CLASSIFIER_SPEC),
+        "fcn_seg_64x48.onnx": _fixed_size(onnx_fcn(trunk, [seg_head], SEG_SPEC, size=64), 64, 48),
+        "fcn_seg_33.onnx": onnx_fcn(
+            trunk, [seg_head], ModelSpec(class_names=SEG_CLASSES, bands=(1, 2, 3)), size=33
+        ),
+        "fcn_seg_downsampled.onnx": _downsampled(onnx_fcn(trunk, [seg_head], SEG_SPEC)),
     }
     paths = {}
     for name, model in models.items():
@@ -359,6 +407,16 @@ def write_test_models(folder: str | Path) -> dict[str, Path]:
     paths["not_a_model.onnx"].write_text("This is a text file, not a model.\n")
     paths["evil.pth"], paths["evil_zip.pth"] = write_evil_pickles(out)
     paths["escape/escape.onnx"] = _escaping_model(out)
+    paths["evil_torchscript.pt"] = write_evil_torchscript(out)
+    outside = (out / "escape_weights.bin").resolve()
+    paths["escape/absolute.onnx"] = _escaping_model(out, str(outside), "absolute.onnx")
+    link = out / "escape" / "link_weights.bin"
+    try:
+        if not link.is_symlink():
+            link.symlink_to(outside)
+        paths["escape/symlink.onnx"] = _escaping_model(out, link.name, "symlink.onnx")
+    except OSError:  # no symlinks here (some Windows setups): that model is left out
+        pass
 
     for name, heads, spec in (
         ("fcn_seg.pt", [seg_head], SEG_SPEC),

@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .atomic_output import atomic_file
+from .atomic_output import AtomicOutputs, atomic_file
 from .errors import RsdlError
 
 
 def write_class_chart(
-    rows: list[dict[str, object]], path: str | os.PathLike, title: str = "Class distribution"
+    rows: list[dict[str, object]],
+    path: str | os.PathLike,
+    title: str = "Class distribution",
+    outputs: AtomicOutputs | None = None,
 ) -> Path:
-    """Bar chart of pixel counts per class (rows as from ``ClassStatistics.as_table``)."""
+    """Bar chart of pixel counts per class (rows as from ``ClassStatistics.as_table``); with
+    ``outputs`` it is renamed into place when that group commits."""
     try:
         import matplotlib
 
@@ -48,6 +52,6 @@ def write_class_chart(
     axes.margins(y=0.25)
     axes.tick_params(axis="x", labelrotation=30 if len(rows) > 4 else 0)
     figure.tight_layout()
-    with atomic_file(path, sidecars=()) as temp:
+    with atomic_file(path, sidecars=(), outputs=outputs) as temp:
         figure.savefig(temp, format="png")
     return Path(path)

@@ -6,6 +6,7 @@ messages must name the bad input and say how to fix it.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -47,6 +48,26 @@ class MissingDependencyError(RsdlError):
             f"{purpose} needs the Python package '{package}', which is not installed in the Python "
             f"that runs QGIS. Install it with:\n    {pip_install_command(package)}\nthen restart QGIS."
         )
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def os_error_message(error: OSError, path: str | None = None) -> str:
+    """An analyst's message for a failed file operation: the file, the reason and the way out.
+
+    ``path`` names the file when the error does not (or names a temporary of ours).
+    """
+    where = path or error.filename
+    file_text = f" '{where}'" if where else ""
+    reason = error.strerror or str(error)
+    if error.errno in DISK_FULL_ERRNOS:
+        return (
+            f"Writing{file_text} failed: {reason}. The disk is full or the file is larger than "
+            "allowed: free disk space in the output folder, or choose an output folder on "
+            "another disk, and run again. No partial output was kept."
+        )
+    return f"{reason}:{file_text}. Check the path, and that its folder exists and is writable."
 
 
 def pip_install_command(package: str) -> str:

@@ -188,6 +188,28 @@ class ModelBackend(abc.ABC):
         """Run the model on a batch the model accepts as it is."""
 
 
+_OUT_OF_MEMORY_TEXTS = ("failed to allocate", "bad_alloc", "out of memory", "cannot allocate memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether a runtime's error is an allocation failure (onnxruntime and torch raise their own
+    types, with these words)."""
+    return isinstance(error, MemoryError) or any(text in str(error).lower() for text in _OUT_OF_MEMORY_TEXTS)
+
+
+def out_of_memory_error(
+    backend: Any, count: int, unit: str, tile_size: int, error: BaseException
+) -> ModelError:
+    """The analyst's error for a batch that did not fit in memory: the model and the way out."""
+    name = Path(getattr(backend, "path", "") or "model").name
+    reason = str(error).strip() or type(error).__name__
+    return ModelError(
+        f"Out of memory while running the model '{name}' on a batch of {count} {unit} of "
+        f"{tile_size} x {tile_size} pixels ({reason}). Lower BATCH_SIZE (or the tile size), or "
+        "close other programs, and run again; no output was written."
+    )
+
+
 def spec_input_channels(spec: ModelSpec, path: str) -> int:
     """The input channel count when the model file does not fix it: the spec's ``bands``."""
     if spec.bands is None:
@@ -326,6 +348,8 @@ class OnnxBackend(ModelBackend):
         try:
             return self._session.run(None, {self._input_name: batch})
         except Exception as error:
+            if is_out_of_memory(error):
+                raise MemoryError(str(error)) from None  # the caller knows the batch to lower
             raise ModelError(
                 f"The ONNX model '{self.path}' failed on a batch of {list(batch.shape)}: {error}"
             ) from None
@@ -377,6 +401,8 @@ class TorchScriptBackend(ModelBackend):
             with torch.inference_mode():
                 result = self._module(torch.from_numpy(batch).to(self._device))
         except Exception as error:
+            if is_out_of_memory(error):
+                raise MemoryError(str(error)) from None  # the caller knows the batch to lower
             raise ModelError(
                 f"The TorchScript model '{self.path}' failed on a batch of {list(batch.shape)}: {error}"
             ) from None

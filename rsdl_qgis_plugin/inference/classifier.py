@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from ..core.errors import ModelError, RsdlError
 from ..core.label_rules import LabelClass, default_class_color
 from ..core.model_spec import ModelSpec, ModelType
 from ..core.tiling import TileWindow
-from .backends import ModelBackend
+from .backends import ModelBackend, out_of_memory_error
 
 DEFAULT_TILE_SIZE = 224  # the usual input of image classifiers (ResNet, EfficientNet...)
 SUM_TOLERANCE = 1e-3
@@ -110,8 +111,10 @@ def classifier_tile_size(backend: ModelBackend, asked: int | None = None) -> int
     """The crop side: ``asked`` (must equal a fixed input size), the model's, the spec's, or the default."""
     height, width = backend.input_size
     if height and width and height != width:
+        name = Path(getattr(backend, "path", "") or "model").name
         raise ModelError(
-            f"The model takes non-square {height} x {width} inputs; only square crops are supported."
+            f"The model '{name}' takes non-square {height} x {width} inputs; only square crops are "
+            "supported. Export it with a square (or dynamic) input size."
         )
     fixed = height or width
     if fixed and asked and asked != fixed:
@@ -176,7 +179,10 @@ class Classifier:
 
     def classify(self, crops: np.ndarray) -> Classification:
         """Classify a (B, bands, tile, tile) batch of native pixel values."""
-        outputs = self.backend.run(self.spec.normalize(crops))
+        try:
+            outputs = self.backend.run(self.spec.normalize(crops))
+        except MemoryError as error:
+            raise out_of_memory_error(self.backend, len(crops), "crops", self.tile_size, error) from None
         return Classification.from_probabilities(class_probabilities(outputs[0]))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from ..core.errors import CancelledError, ModelError, RsdlError
 from ..core.model_spec import ModelSpec
 from ..core.tiling import BlendMode, StreamingBlender, TilePlan, TileWindow, pad_tile
-from .backends import ModelBackend
+from .backends import ModelBackend, out_of_memory_error
 
 PREFETCH_BATCHES = 2
 
@@ -54,21 +55,23 @@ class HeadLayout:
     margin: int  # 0 when the head's output covers the whole tile
 
     @classmethod
-    def from_output(cls, output: np.ndarray, tile_size: int, head: int) -> HeadLayout:
+    def from_output(
+        cls, output: np.ndarray, tile_size: int, head: int, model: str = "the model"
+    ) -> HeadLayout:
         if output.ndim == 3:  # [B, H, W]: one channel
             output = output[:, None]
         if output.ndim != 4:
             raise ModelError(
-                f"Output {head + 1} of the model has shape {list(output.shape)}; a segmentation or "
+                f"Output {head + 1} of {model} has shape {list(output.shape)}; a segmentation or "
                 "regression model must output [batch, channels, height, width] or [batch, height, "
                 "width]. For one value per tile use rsdl:classifytiles."
             )
         height, width = output.shape[2:]
         if height != width or height > tile_size or (tile_size - height) % 2:
             raise ModelError(
-                f"Output {head + 1} of the model is {height} x {width} pixels for a {tile_size} x "
+                f"Output {head + 1} of {model} is {height} x {width} pixels for a {tile_size} x "
                 f"{tile_size} tile; only outputs of the tile's size or a centred crop of it are "
-                "supported."
+                "supported. Export the model with outputs at its input size."
             )
         return cls(channels=output.shape[1], margin=(tile_size - height) // 2)
 
@@ -181,12 +184,39 @@ class TiledInference:
         self.heads = self._probe_heads()
         self.probabilities = spec.model_type.value == "Segmentor"
 
+    def _probe(self, size: int) -> list[np.ndarray]:
+        return self.backend.run(np.zeros((1, len(self.bands), size, size), dtype=np.float32))
+
     def _probe_heads(self) -> list[HeadLayout]:
-        """One forward pass on a blank tile: validates the model and learns each head's layout."""
+        """One forward pass on a blank tile: validates the model and learns each head's layout.
+
+        An output smaller than the tile is read as its centred crop (a valid-convolution net
+        loses a fixed margin). A downsampling net's output is smaller too, but it scales with
+        the tile: where the input size is free, a second pass at twice the size tells them apart.
+        """
         size = self.settings.tile_size
-        blank = np.zeros((1, len(self.bands), size, size), dtype=np.float32)
-        outputs = self.backend.run(blank)
-        return [HeadLayout.from_output(output, size, head) for head, output in enumerate(outputs)]
+        path = getattr(self.backend, "path", "")
+        model = f"the model '{Path(path).name}'" if path else "the model"
+        heads = [
+            HeadLayout.from_output(output, size, head, model) for head, output in enumerate(self._probe(size))
+        ]
+        if not any(layout.margin for layout in heads) or None not in getattr(
+            self.backend, "input_size", (None, None)
+        ):
+            return heads
+        try:
+            larger = self._probe(2 * size)
+        except ModelError:  # the net only runs at some sizes: keep the centred-crop reading
+            return heads
+        for head, (layout, output) in enumerate(zip(heads, larger)):
+            if layout.margin and output.shape[-1] != 2 * size - 2 * layout.margin:
+                raise ModelError(
+                    f"Output {head + 1} of {model} is {size - 2 * layout.margin} pixels wide for a "
+                    f"{size} pixel tile and {output.shape[-1]} for a {2 * size} pixel tile: it scales "
+                    "with the tile (a downsampled output), which rsdl cannot place on the raster. "
+                    "Export the model with outputs at its input size (upsample the head)."
+                )
+        return heads
 
     def run(
         self,
@@ -236,7 +266,12 @@ class TiledInference:
         outputs: list[np.ndarray] = []
         if with_data:
             batch = self.spec.normalize(np.stack([entry.data for entry in with_data]))
-            outputs = self.backend.run(batch)
+            try:
+                outputs = self.backend.run(batch)
+            except MemoryError as error:
+                raise out_of_memory_error(
+                    self.backend, len(with_data), "tiles", self.settings.tile_size, error
+                ) from None
             counts["batches"] += 1
             counts["run"] += len(with_data)
             if self.probabilities:

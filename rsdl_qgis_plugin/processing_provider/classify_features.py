@@ -237,4 +237,6 @@ class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
             classified += not np.isnan(probabilities[0])
             if total > 0:
                 feedback.setProgress(CLASSIFY_SHARE + (100 - CLASSIFY_SHARE) * written / total)
+        del sink  # closes (commits) the file, so that it can be checked
+        self.check_written_layer(dest_id, written, self.OUTPUT)
         return dest_id, written, classified

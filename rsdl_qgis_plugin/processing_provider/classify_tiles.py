@@ -183,8 +183,16 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
             feature.setAttributes(self.class_attributes(classifier, results[index], min_probability))
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
             feedback.setProgress(CLASSIFY_SHARE + (100 - CLASSIFY_SHARE) * (count + 1) / len(classified))
+        del sink  # closes (commits) the file, so that it can be checked
+        self.check_written_layer(dest_id, len(classified), self.OUTPUT)
         skipped = len(tiles) - len(classified)
         feedback.pushInfo(f"Tiles: {len(classified)} classified, {skipped} skipped (mostly nodata).")
+        if not len(classified):
+            feedback.pushWarning(
+                f"No tile of raster '{layer.name()}' holds enough data to classify: the output is "
+                "empty. Check the raster's nodata value and the processing extent, or switch off "
+                "SKIP_NODATA."
+            )
         return {
             self.OUTPUT: dest_id,
             self.EXECUTION_PROVIDER: classifier.backend.provider,

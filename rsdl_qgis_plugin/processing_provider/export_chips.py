@@ -444,15 +444,19 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             )
             writer = ChipFileWriter(image, mask, grid, values.ignore_value)
             cutter = _ChipCutter(folder, rules, description, writer)
-            _cut_all(plan, block_split, StripReader(image, mask, plan.size), cutter, steps)
-            mask = None  # close the temporary mask before deleting it
+            try:
+                _cut_all(plan, block_split, StripReader(image, mask, plan.size), cutter, steps)
+            finally:
+                mask = None  # close the temporary mask before deleting it, on failure too
             shutil.rmtree(work, ignore_errors=True)
 
             tally = cutter.tally
             if tally.total_written == 0:
                 raise RsdlError(
-                    f"No chip was written: {json.dumps(tally.counts())}. Check that the labels "
-                    "cover the image and that CHIP_SIZE, KEEP_EMPTY and MIN_COVER leave chips to keep."
+                    f"No chip was written from image '{image_layer.name()}': "
+                    f"{json.dumps(tally.counts())}. Check that the image holds data (not only "
+                    "nodata), that the labels cover it and that CHIP_SIZE, KEEP_EMPTY and MIN_COVER "
+                    "leave chips to keep."
                 )
             classes = _all_classes(description, tally, rules.background_value)
             pixel_values = sorted({c.value for c in classes} | set(cutter.names))
@@ -488,6 +492,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
                 statistics=statistics,
             )
             (folder / DATASET_FILE).write_text(json.dumps(document, indent=2), encoding="utf-8")
+            raise_if_cancelled(feedback)  # a cancel after the last chip still leaves no folder
 
         return {
             self.OUTPUT: output,

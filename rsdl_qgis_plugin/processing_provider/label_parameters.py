@@ -21,6 +21,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from ..core.atomic_output import AtomicOutputs
 from ..core.class_statistics import ClassStatistics
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
@@ -226,8 +227,10 @@ class LabelParameters:
         all_touched: bool,
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
+        outputs: AtomicOutputs | None = None,
     ) -> BurnedMask:
-        """Prepare the labels and write the mask (with its .qml style) at ``output``."""
+        """Prepare the labels and write the mask (with its .qml style) at ``output``; with
+        ``outputs`` both are renamed into place when that group commits."""
         feedback.pushInfo(
             f"Grid: {grid.width} x {grid.height} pixels of {grid.pixel_width:g} x {grid.pixel_height:g}."
         )
@@ -260,6 +263,7 @@ class LabelParameters:
             output,
             reference,
             feedback,
+            outputs,
         )
-        write_class_style(output, prepared.classes, self.values)
+        write_class_style(output, prepared.classes, self.values, outputs)
         return BurnedMask(output, prepared.classes, self.values, statistics, prepared.repaired)

@@ -17,7 +17,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from ..core.errors import RsdlError
+from ..core.errors import ModelSpecError, RsdlError
 from ..core.model_check import check_raster_compatibility
 from ..inference.backends import DEVICES, ModelBackend, load_model
 from ..qgis_io.provider_reader import provider_band_count, provider_dtype_name
@@ -129,14 +129,19 @@ class ModelAlgorithm(RsdlAlgorithm):
     ) -> tuple[int, ...]:
         """The raster bands to feed the model (refused with the reason when it cannot be fed)."""
         provider = layer.dataProvider()
-        compatibility = check_raster_compatibility(
-            backend.spec,
-            backend.input_channels,
-            provider_band_count(provider),
-            provider_dtype_name(provider),
-            uses_resolution and layer.crs().isGeographic(),
-            tuple(self.parameterAsInts(parameters, self.BANDS, context)) or None,
-        )
+        try:
+            compatibility = check_raster_compatibility(
+                backend.spec,
+                backend.input_channels,
+                provider_band_count(provider),
+                provider_dtype_name(provider),
+                uses_resolution and layer.crs().isGeographic(),
+                tuple(self.parameterAsInts(parameters, self.BANDS, context)) or None,
+            )
+        except ModelSpecError as error:  # the core check knows neither the raster nor the model
+            raise ModelSpecError(
+                f"Raster '{layer.name()}' and model '{Path(backend.path).name}': {error}"
+            ) from None
         for warning in compatibility.warnings:
             feedback.pushWarning(warning)
         return compatibility.bands

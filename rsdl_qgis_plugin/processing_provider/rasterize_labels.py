@@ -21,8 +21,10 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core.atomic_output import AtomicOutputs
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
+from ..qgis_io.gdal_calls import raise_if_cancelled
 from ..qgis_io.raster_grid import grid_from_extent, grid_from_raster_layer, open_gdal
 from .base_algorithm import RsdlAlgorithm
 from .label_parameters import LabelParameters
@@ -151,13 +153,15 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
         grid, reference = self._grid(parameters, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         all_touched = self.parameterAsBoolean(parameters, self.ALL_TOUCHED, context)
-        mask = labels.burn(grid, reference, output, all_touched, context, feedback)
-
         statistics_path = self.parameterAsFileOutput(parameters, self.STATISTICS, context)
         chart_path = self.parameterAsFileOutput(parameters, self.CHART, context)
-        table = report_class_statistics(
-            mask.classes, mask.statistics, mask.values, feedback, statistics_path, chart_path
-        )
+        # Mask, style, statistics and chart appear together or not at all (a full disk).
+        with AtomicOutputs() as outputs:
+            mask = labels.burn(grid, reference, output, all_touched, context, feedback, outputs)
+            table = report_class_statistics(
+                mask.classes, mask.statistics, mask.values, feedback, statistics_path, chart_path, outputs
+            )
+            raise_if_cancelled(feedback)  # a cancel at the very end still leaves nothing
 
         if context.willLoadLayerOnCompletion(output):
             details = context.layerToLoadOnCompletionDetails(output)

@@ -6,7 +6,7 @@ import json
 
 from qgis.core import QgsProcessingFeedback
 
-from ..core.atomic_output import atomic_file
+from ..core.atomic_output import AtomicOutputs, atomic_file
 from ..core.class_chart import write_class_chart
 from ..core.class_statistics import ClassStatistics
 from ..core.label_rules import LabelClass, MaskValues
@@ -46,8 +46,10 @@ def report_class_statistics(
     feedback: QgsProcessingFeedback,
     json_path: str = "",
     chart_path: str = "",
+    outputs: AtomicOutputs | None = None,
 ) -> list[dict[str, object]]:
-    """Log the class table and write the optional JSON file and PNG chart; returns the rows."""
+    """Log the class table and write the optional JSON file and PNG chart (in ``outputs`` when
+    given); returns the rows."""
     rows = class_table(classes, statistics, values)
     log_class_table(rows, statistics.ignored, feedback)
     if json_path:
@@ -56,8 +58,8 @@ def report_class_statistics(
             "ignored_pixels": statistics.ignored,
             "ignore_value": values.ignore_value,
         }
-        with atomic_file(json_path, sidecars=()) as temp:
+        with atomic_file(json_path, sidecars=(), outputs=outputs) as temp:
             temp.write_text(json.dumps(document, indent=2), encoding="utf-8")
     if chart_path:
-        write_class_chart(rows, chart_path)
+        write_class_chart(rows, chart_path, outputs=outputs)
     return rows

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
+    QgsProcessingMultiStepFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
@@ -32,6 +33,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..core.atomic_output import AtomicOutputs
 from ..core.errors import CancelledError, RsdlError
 from ..core.grid import RasterGrid
 from ..core.label_rules import LabelClass, MaskValues, default_class_color
@@ -238,8 +240,9 @@ class SegmentAlgorithm(ModelAlgorithm):
             )
         if backend.input_size[0] and backend.input_size[0] != backend.input_size[1]:
             raise RsdlError(
-                f"The model takes non-square {backend.input_size[0]} x {backend.input_size[1]} "
-                "inputs; only square tiles are supported."
+                f"The model '{Path(backend.path).name}' takes non-square {backend.input_size[0]} x "
+                f"{backend.input_size[1]} inputs; only square tiles are supported. Export it with a "
+                "square (or dynamic) input size."
             )
         return size or fixed or backend.spec.tile_size or DEFAULT_TILE_SIZE
 
@@ -264,14 +267,16 @@ class SegmentAlgorithm(ModelAlgorithm):
         grid: RasterGrid,
         output: str,
         confidence: str | None,
+        outputs: AtomicOutputs,
     ) -> tuple[list, list[tuple[str, list[LabelClass] | None]]]:
-        """A sink per head; returns them and (path, classes or None for values) per head."""
+        """A sink per head (files join ``outputs``); returns them and (path, classes or None for
+        values) per head."""
         sinks, files = [], []
         for head, layout in enumerate(engine.heads):
             path = head_path(output, head)
             if spec.model_type == ModelType.REGRESSOR:
                 writer = GeoTiffRowWriter(
-                    path, grid, layout.channels, "float32", RasterDescription(nodata=FLOAT_NODATA)
+                    path, grid, layout.channels, "float32", RasterDescription(nodata=FLOAT_NODATA), outputs
                 )
                 sinks.append(ValueSink(stack.enter_context(writer)))
                 files.append((path, None))
@@ -279,11 +284,14 @@ class SegmentAlgorithm(ModelAlgorithm):
             classes = head_classes(spec, layout, head)
             dtype, nodata = class_nodata_value([c.value for c in classes])
             values = MaskValues(background_value=nodata, ignore_value=nodata, unlabelled_is_ignore=True)
-            class_writer = GeoTiffRowWriter(path, grid, 1, dtype, class_raster_description(classes, values))
+            description = class_raster_description(classes, values)
+            class_writer = GeoTiffRowWriter(path, grid, 1, dtype, description, outputs)
             confidence_writer = None
             if head == 0 and confidence:
                 confidence_writer = stack.enter_context(
-                    GeoTiffRowWriter(confidence, grid, 1, "float32", RasterDescription(nodata=FLOAT_NODATA))
+                    GeoTiffRowWriter(
+                        confidence, grid, 1, "float32", RasterDescription(nodata=FLOAT_NODATA), outputs
+                    )
                 )
             sinks.append(
                 SegmentationSink(
@@ -298,21 +306,28 @@ class SegmentAlgorithm(ModelAlgorithm):
         parameters: dict[str, Any],
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
-        output: str,
-        confidence: str | None,
+        class_raster: str,
+        confidence_raster: str | None,
         classes: list[LabelClass],
         crs,
     ) -> str | None:
+        """Polygonize the (still temporary) class raster into OUTPUT_POLYGONS."""
         names = {c.value: c.name for c in classes}
         skip = {c.value for c in classes if c.name.lower() in ("background", "_background")}
+        # Polygonizing is the last 10 % of the progress bar (inference had the first 90 %).
+        steps = QgsProcessingMultiStepFeedback(10, feedback)
+        steps.setCurrentStep(9)
         polygons = polygonize_classes(
-            output,
-            confidence,
+            class_raster,
+            confidence_raster,
             skip,
             self.parameterAsDouble(parameters, self.MIN_AREA, context),
             self.parameterAsDouble(parameters, self.SIMPLIFY, context),
-            feedback,
+            steps,
         )
+        steps.setProgress(100.0)
+        if feedback.isCanceled():  # the last moment a cancel can still leave no output at all
+            raise CancelledError()
         fields = QgsFields()
         fields.append(QgsField("class_id", QVariant.Int))
         fields.append(QgsField("class_name", QVariant.String))
@@ -339,7 +354,10 @@ class SegmentAlgorithm(ModelAlgorithm):
                     polygon.area,
                 ]
             )
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
+                break  # the check below names the failure and removes the partial file
+        del sink  # closes (commits) the file, so that it can be checked
+        self.check_written_layer(sink_id, len(polygons), self.OUTPUT_POLYGONS)
         feedback.pushInfo(f"Polygons: {len(polygons)} class regions.")
         return sink_id
 
@@ -353,8 +371,9 @@ class SegmentAlgorithm(ModelAlgorithm):
         spec = backend.spec
         if spec.model_type not in (ModelType.SEGMENTOR, ModelType.REGRESSOR):
             raise RsdlError(
-                f"The model is a {spec.model_type.value}; rsdl:segment runs Segmentor and Regressor "
-                "models. Use rsdl:classifytiles or rsdl:classifyfeatures for classifiers."
+                f"The model '{Path(backend.path).name}' is a {spec.model_type.value}; rsdl:segment "
+                "runs Segmentor and Regressor models. Use rsdl:classifytiles or rsdl:classifyfeatures "
+                "for classifiers."
             )
         bands = self.raster_bands(parameters, context, feedback, backend, layer)
         provider = layer.dataProvider()
@@ -400,24 +419,46 @@ class SegmentAlgorithm(ModelAlgorithm):
             # Polygons need confidences: a temporary raster when none was asked for.
             confidence_path = confidence or (str(Path(work) / "confidence.tif") if wants_polygons else None)
             progress_share = 90.0 if wants_polygons else 100.0
-            with contextlib.ExitStack() as stack:
-                sinks, files = self._open_sinks(stack, engine, spec, grid, output, confidence_path)
-                counts = engine.run(
-                    reader_factory,
-                    sinks,
-                    progress=lambda fraction: feedback.setProgress(progress_share * fraction),
-                    is_cancelled=feedback.isCanceled,
+            # Every raster (all heads, confidence) and its style appear together, and only once
+            # each of them is complete: a full disk or a cancel leaves none of them.
+            with AtomicOutputs() as outputs:
+                with contextlib.ExitStack() as stack:
+                    sinks, files = self._open_sinks(
+                        stack, engine, spec, grid, output, confidence_path, outputs
+                    )
+                    counts = engine.run(
+                        reader_factory,
+                        sinks,
+                        progress=lambda fraction: feedback.setProgress(progress_share * fraction),
+                        is_cancelled=feedback.isCanceled,
+                    )
+                    if feedback.isCanceled():  # late cancels too: the writers then discard their files
+                        raise CancelledError()
+                feedback.pushInfo(
+                    f"Tiles: {counts['run']} run in {counts['batches']} batches, "
+                    f"{counts['skipped_nodata']} skipped (no data)."
                 )
-                if feedback.isCanceled():  # late cancels too: the writers then discard their files
-                    raise CancelledError()
-            feedback.pushInfo(
-                f"Tiles: {counts['run']} run in {counts['batches']} batches, "
-                f"{counts['skipped_nodata']} skipped (no data)."
-            )
-            for path, classes in files:
-                if classes is not None:
-                    write_class_style(path, classes, PREDICTION_VALUES)
-            first_classes = files[0][1]
+                if counts["run"] == 0:
+                    feedback.pushWarning(
+                        f"Every tile of raster '{layer.name()}' is nodata (or outside EXTENT/AREA): "
+                        "the outputs hold only nodata. Check the raster's nodata value, the "
+                        "processing extent and the area polygons."
+                    )
+                for path, classes in files:
+                    if classes is not None:
+                        write_class_style(path, classes, PREDICTION_VALUES, outputs)
+                first_classes = files[0][1]
+                polygons = None
+                if wants_polygons:
+                    polygons = self._write_polygons(
+                        parameters,
+                        context,
+                        feedback,
+                        str(outputs.temporary(output)),
+                        str(outputs.temporary(confidence_path)),
+                        first_classes,
+                        layer.crs(),
+                    )
             if first_classes is not None and context.willLoadLayerOnCompletion(output):
                 styler = ClassRasterStyler.create(first_classes, PREDICTION_VALUES)
                 context.layerToLoadOnCompletionDetails(output).setPostProcessor(styler)
@@ -430,7 +471,5 @@ class SegmentAlgorithm(ModelAlgorithm):
                 self.TILES: counts["run"],
             }
             if wants_polygons:
-                results[self.OUTPUT_POLYGONS] = self._write_polygons(
-                    parameters, context, feedback, output, confidence_path, first_classes, layer.crs()
-                )
+                results[self.OUTPUT_POLYGONS] = polygons
         return results

@@ -44,11 +44,11 @@ def write_area_mask(
         gdal.GDT_Byte,
         ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"],
     )
-    check_gdal(dataset is not None, f"Creating the area mask '{path}'")
+    check_gdal(dataset is not None, f"Creating the area mask '{path}'", path=path)
     dataset.SetGeoTransform(grid.geotransform)
     dataset.SetProjection(grid.crs_wkt)
     result = gdal.RasterizeLayer(dataset, [1], prepared.layer, burn_values=[1])
-    check_gdal(result == gdal.CE_None, "Rasterizing the processing area", feedback)
+    check_gdal(result == gdal.CE_None, "Rasterizing the processing area", feedback, path=path)
     dataset = None
     return path
 

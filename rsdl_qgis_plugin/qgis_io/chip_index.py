@@ -54,12 +54,12 @@ def write_chip_index(
     """Write the index GeoPackage at ``path`` with a ``px_<value>`` field per value."""
     gdal.ErrorReset()
     datasource = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    check_gdal(datasource is not None, f"Creating the chip index '{path}'", feedback)
+    check_gdal(datasource is not None, f"Creating the chip index '{path}'", feedback, path=path)
     srs = osr.SpatialReference()
     srs.ImportFromWkt(crs_wkt)
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     layer = datasource.CreateLayer(INDEX_LAYER, srs, ogr.wkbPolygon, ["SPATIAL_INDEX=YES"])
-    check_gdal(layer is not None, f"Creating layer '{INDEX_LAYER}' in '{path}'", feedback)
+    check_gdal(layer is not None, f"Creating layer '{INDEX_LAYER}' in '{path}'", feedback, path=path)
     for name, field_type in _FIELDS:
         layer.CreateField(ogr.FieldDefn(name, field_type))
     for value in pixel_values:
@@ -95,10 +95,15 @@ def write_chip_index(
                 feature.SetField(name, value)
         feature.SetGeometryDirectly(footprint(grid, record))
         check_gdal(
-            layer.CreateFeature(feature) == 0, f"Writing chip '{window.chip_id}' to the index", feedback
+            layer.CreateFeature(feature) == 0,
+            f"Writing chip '{window.chip_id}' to the index '{path}'",
+            feedback,
+            path=path,
         )
-    check_gdal(layer.CommitTransaction() == 0, f"Writing the chip index '{path}'", feedback)
+    check_gdal(layer.CommitTransaction() == 0, f"Writing the chip index '{path}'", feedback, path=path)
     # Features must go before their datasource closes (they use its layer definition).
     feature = definition = layer = None
     datasource = None
-    check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing the chip index '{path}'", feedback)
+    check_gdal(
+        gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing the chip index '{path}'", feedback, path=path
+    )

@@ -17,6 +17,7 @@ import numpy as np
 from osgeo import gdal
 from qgis.core import QgsFeedback
 
+from ..core.atomic_output import public_path
 from ..core.chips import ChipWindow
 from ..core.grid import RasterGrid
 from .gdal_calls import check_gdal
@@ -53,16 +54,18 @@ class StripReader:
 
     def __init__(self, image: gdal.Dataset, mask: gdal.Dataset, rows: int) -> None:
         self.image = image
+        self.mask_name = mask.GetDescription()
         self.mask_band = mask.GetRasterBand(1)
         self.rows = rows
         self.image_has_nodata = has_nodata(image)
 
     def read(self, row: int, feedback: QgsFeedback | None = None) -> Strip:
         width = self.image.RasterXSize
+        rows = f"rows {row}-{row + self.rows}"
         image = self.image.ReadAsArray(0, row, width, self.rows)
-        check_gdal(image is not None, f"Reading image rows {row}-{row + self.rows}", feedback)
+        check_gdal(image is not None, f"Reading {rows} of image '{self.image.GetDescription()}'", feedback)
         mask = self.mask_band.ReadAsArray(0, row, width, self.rows)
-        check_gdal(mask is not None, f"Reading mask rows {row}-{row + self.rows}", feedback)
+        check_gdal(mask is not None, f"Reading {rows} of label mask '{self.mask_name}'", feedback)
         nodata = nodata_mask_rows(self.image, row, self.rows) if self.image_has_nodata else None
         if nodata is not None and not nodata.any():
             nodata = None
@@ -126,11 +129,12 @@ class ChipFileWriter:
         metadata: dict[str, str],
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        name = public_path(path)  # messages name the chip where it will be, not our temporary
         gdal.ErrorReset()
         dataset = gdal.GetDriverByName("GTiff").Create(
             str(path), window.size, window.size, len(styles), data_type, CHIP_CREATION_OPTIONS
         )
-        check_gdal(dataset is not None, f"Creating chip '{path}'")
+        check_gdal(dataset is not None, f"Creating chip '{name}'", path=path)
         dataset.SetGeoTransform(self.grid.window_geotransform(window.col, window.row))
         dataset.SetProjection(self.projection)
         if metadata:
@@ -142,7 +146,7 @@ class ChipFileWriter:
             band.SetColorInterpretation(style.color_interpretation)
             if style.color_table is not None:
                 band.SetColorTable(style.color_table)
-            check_gdal(band.WriteArray(bands[index]) == gdal.CE_None, f"Writing chip '{path}'")
+            check_gdal(band.WriteArray(bands[index]) == gdal.CE_None, f"Writing chip '{name}'", path=path)
         dataset.FlushCache()
         dataset = None
-        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing chip '{path}'")
+        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing chip '{name}'", path=path)

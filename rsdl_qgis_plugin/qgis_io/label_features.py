@@ -71,6 +71,7 @@ class PreparedLabels:
     repaired: int = 0
     skipped_null: int = 0
     skipped_empty: int = 0
+    unrepairable: int = 0  # invalid polygons with no area left after repair
     buffered: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -89,6 +90,11 @@ def _is_null(value: object) -> bool:
     return value is None or (hasattr(value, "isNull") and value.isNull())
 
 
+def _is_blank(value: object) -> bool:
+    """NULL, or text that is empty or only spaces: no class (a blank name would be invisible)."""
+    return _is_null(value) or (isinstance(value, str) and not value.strip())
+
+
 def _check_layer(layer: QgsVectorLayer, source: ClassSource) -> None:
     name = layer.name()
     if not layer.isValid():
@@ -99,7 +105,10 @@ def _check_layer(layer: QgsVectorLayer, source: ClassSource) -> None:
             "(or with 'Assign projection') and try again."
         )
     if layer.featureCount() == 0:
-        raise RsdlError(f"Vector layer '{name}' is empty: it has no features to burn.")
+        raise RsdlError(
+            f"Vector layer '{name}' is empty: it has no features to burn. Choose a layer with "
+            "features (or clear its filter)."
+        )
     for needed in (source.field, source.name_field):
         if needed and layer.fields().indexOf(needed) < 0:
             raise RsdlError(
@@ -120,7 +129,7 @@ def _text_class_values(
     names: set[str] = set()
     for layer in layers:
         index = layer.fields().indexOf(source.field)
-        names.update(str(v) for v in layer.uniqueValues(index) if not _is_null(v))
+        names.update(str(v).strip() for v in layer.uniqueValues(index) if not _is_blank(v))
     reserved = {values.background_value, values.ignore_value}
     return assign_text_class_values(names, reserved)
 
@@ -226,14 +235,13 @@ def prepare_labels(
 
     for layer_number, layer in enumerate(layers, start=1):
         layer_name = provider_layer_name(layer)
-        geometry_type = QgsWkbTypes.geometryType(layer.wkbType())
-        is_area = geometry_type == QgsWkbTypes.PolygonGeometry
         to_grid = QgsCoordinateTransform(layer.crs(), grid_crs, context)
         fields = layer.fields()
         class_index = fields.indexOf(source.field) if source.field else -1
         name_index = fields.indexOf(source.name_field) if source.name_field else -1
         width_index = fields.indexOf(buffer.width_field) if buffer.width_field else -1
-        if buffer.width_field and width_index < 0 and not is_area:
+        layer_is_area = QgsWkbTypes.geometryType(layer.wkbType()) == QgsWkbTypes.PolygonGeometry
+        if buffer.width_field and width_index < 0 and not layer_is_area:
             raise RsdlError(f"Vector layer '{layer.name()}' has no field '{buffer.width_field}'.")
 
         for feature in layer.getFeatures(_request_for_grid(layer, grid_rect, to_grid)):
@@ -248,11 +256,12 @@ def prepare_labels(
                 value, name = source.burn_value, layer_name
             elif class_index >= 0:
                 raw = feature.attribute(class_index)
-                if _is_null(raw):
+                if _is_blank(raw):
                     prepared.skipped_null += 1
                     continue
                 if text_values is not None:
-                    value, name = text_values[str(raw)], str(raw)
+                    name = str(raw).strip()
+                    value = text_values[name]
                 else:
                     value = class_value_from_number(raw, source.field, layer.name())
                     name = str(value)
@@ -267,6 +276,9 @@ def prepare_labels(
                 prepared.skipped_empty += 1
                 continue
             geometry = QgsGeometry(geometry)
+            # Per feature, not per layer: a layer of mixed types holds polygons, lines and points.
+            geometry_type = geometry.type()
+            is_area = geometry_type == QgsWkbTypes.PolygonGeometry
             try:
                 geometry.transform(to_grid)
             except QgsCsException as error:
@@ -277,6 +289,9 @@ def prepare_labels(
             if is_area and not geometry.isGeosValid():
                 geometry = _repair(geometry, geometry_type)
                 prepared.repaired += 1
+                if geometry.isEmpty():
+                    prepared.unrepairable += 1
+                    continue
             if not is_area:
                 width = buffering.width_for(feature.attribute(width_index) if width_index >= 0 else None)
                 if width > 0:
@@ -288,11 +303,22 @@ def prepare_labels(
 
     prepared.features_on_grid = len(burn_list)
     if prepared.features_on_grid == 0:
+        names = ", ".join(f"'{layer.name()}'" for layer in layers)
+        if prepared.unrepairable:
+            raise RsdlError(
+                f"No label feature is left to burn from {names}: {prepared.unrepairable} invalid "
+                "polygon(s) have no area once repaired (e.g. all their points on a line). Fix or "
+                "redraw them (Vector > Geometry Tools > Check Validity / Fix Geometries)."
+            )
+        if prepared.features_read and prepared.skipped_null == prepared.features_read:
+            raise LabelValueError(
+                f"Field '{source.field}' of {names} holds no class: every value is NULL or blank. "
+                "Fill the field or choose another one."
+            )
         raise RsdlError(
             "No label feature overlaps the output grid "
-            f"({prepared.features_read} features read from "
-            f"{', '.join(layer.name() for layer in layers)}). Check that the layers' CRS is "
-            "right and that they cover the reference raster or extent."
+            f"({prepared.features_read} features read from {names}). Check that the layers' CRS "
+            "is right and that they cover the reference raster or extent."
         )
     prepared.classes = make_label_classes(names_by_value)
     check_classes_against_mask_values(prepared.classes, values)

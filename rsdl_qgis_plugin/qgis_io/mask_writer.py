@@ -15,7 +15,13 @@ from pathlib import Path
 from osgeo import gdal, gdal_array, ogr
 from qgis.core import QgsFeedback
 
-from ..core.atomic_output import atomic_file, temporary_sibling
+from ..core.atomic_output import (
+    AtomicOutputs,
+    atomic_file,
+    public_path,
+    release_failed_frames,
+    temporary_sibling,
+)
 from ..core.class_statistics import ClassStatistics
 from ..core.grid import RasterGrid
 from ..core.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
@@ -34,7 +40,12 @@ class BurnOptions:
 
 
 def _burn(
-    dataset: gdal.Dataset, labels: ogr.Layer, options: BurnOptions, feedback: QgsFeedback | None
+    dataset: gdal.Dataset,
+    labels: ogr.Layer,
+    options: BurnOptions,
+    feedback: QgsFeedback | None,
+    name: str,
+    path: Path,
 ) -> None:
     rasterize_options = [f"ATTRIBUTE={BURN_FIELD}"]
     if options.all_touched:
@@ -46,7 +57,7 @@ def _burn(
         options=rasterize_options,
         callback=progress_callback(feedback, 0.0, 70.0),
     )
-    check_gdal(result == gdal.CE_None, "Rasterizing the labels", feedback)
+    check_gdal(result == gdal.CE_None, f"Rasterizing the labels into {name}", feedback, path)
 
 
 def _apply_ignore_and_count(
@@ -54,6 +65,8 @@ def _apply_ignore_and_count(
     reference: gdal.Dataset | None,
     values: MaskValues,
     feedback: QgsFeedback | None,
+    name: str,
+    path: Path,
 ) -> ClassStatistics:
     band = dataset.GetRasterBand(1)
     statistics = ClassStatistics(values.ignore_value)
@@ -67,7 +80,7 @@ def _apply_ignore_and_count(
             nodata = nodata_mask_rows(reference, row, rows)
             if nodata.any():
                 block[nodata] = values.ignore_value
-                check_gdal(band.WriteArray(block, 0, row) == gdal.CE_None, "Writing the mask", feedback)
+                check_gdal(band.WriteArray(block, 0, row) == gdal.CE_None, f"Writing {name}", feedback, path)
         statistics.add_block(block)
         if feedback is not None:
             feedback.setProgress(70.0 + 20.0 * (row + rows) / height)
@@ -83,14 +96,18 @@ def write_label_mask(
     output_path: str | Path,
     reference: gdal.Dataset | None = None,
     feedback: QgsFeedback | None = None,
+    outputs: AtomicOutputs | None = None,
 ) -> ClassStatistics:
-    """Write the label mask GeoTIFF at ``output_path``; returns per-class pixel counts."""
+    """Write the label mask GeoTIFF at ``output_path``; returns per-class pixel counts.
+
+    With ``outputs`` the mask is renamed into place when that group commits."""
     dtype = smallest_unsigned_dtype(
         [c.value for c in classes] + [values.background_value, values.ignore_value]
     )
     gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(dtype)
-    with atomic_file(output_path) as final_temp:
+    with atomic_file(output_path, outputs=outputs) as final_temp:
         raw_path = temporary_sibling(Path(output_path))
+        name = f"the mask '{public_path(output_path)}'"
         driver = gdal.GetDriverByName("GTiff")
         gdal.ErrorReset()
         try:
@@ -102,7 +119,7 @@ def write_label_mask(
                 gdal_type,
                 ["TILED=YES", "BIGTIFF=IF_SAFER"],
             )
-            check_gdal(raw is not None, f"Creating '{raw_path}'", feedback)
+            check_gdal(raw is not None, f"Creating {name}", feedback, raw_path)
             raw.SetGeoTransform(grid.geotransform)
             raw.SetProjection(grid.crs_wkt)
             # Names and colours travel with the copy; the colour table must be set before any
@@ -115,13 +132,14 @@ def write_label_mask(
             if values.unlabelled_value != 0:
                 check_gdal(
                     raw.GetRasterBand(1).Fill(values.unlabelled_value) == gdal.CE_None,
-                    "Initialising the mask",
+                    f"Initialising {name}",
                     feedback,
+                    raw_path,
                 )
-            _burn(raw, labels, options, feedback)
-            statistics = _apply_ignore_and_count(raw, reference, values, feedback)
+            _burn(raw, labels, options, feedback, name, raw_path)
+            statistics = _apply_ignore_and_count(raw, reference, values, feedback, name, raw_path)
             raw.FlushCache()
-            check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, "Writing the mask", feedback)
+            check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing {name}", feedback, raw_path)
 
             final = gdal.Translate(
                 str(final_temp),
@@ -131,10 +149,17 @@ def write_label_mask(
                 noData=values.ignore_value,
                 callback=progress_callback(feedback, 90.0, 100.0),
             )
-            check_gdal(final is not None, f"Writing '{output_path}'", feedback)
+            check_gdal(final is not None, f"Writing '{output_path}'", feedback, raw_path)
             final.FlushCache()
             final = None
-            check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{output_path}'", feedback)
+            check_gdal(
+                gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{output_path}'", feedback, raw_path
+            )
+        except BaseException as error:
+            # A failed step may still hold the raw file open; closing it later would write its
+            # .aux.xml again after we removed it.
+            release_failed_frames(error)
+            raise
         finally:
             raw = None
             for path in (raw_path, Path(f"{raw_path}.aux.xml")):

@@ -22,6 +22,9 @@ from ..core.grid import RasterGrid
 from .raster_grid import grid_from_raster_layer
 
 RESOLUTION_TOLERANCE = 0.01  # a pixel size within 1% of the model's counts as the same
+# Resampling to pixels this many times finer than the raster's is taken for a mistake (a 300 m
+# Landsat scene under a 50 cm model would become a grid of 10^11 pixels that runs for days).
+MAX_UPSAMPLING = 16.0
 
 
 def _wkt(crs: QgsCoordinateReferenceSystem) -> str:
@@ -100,6 +103,16 @@ def processing_grid(
         )
     if wants_model_size:
         size = model_pixel_size(layer, resolution_cm)
+        if own is not None and own.pixel_width > MAX_UPSAMPLING * size:
+            factor = own.pixel_width / size
+            raise GridError(
+                f"Raster '{layer.name()}' has pixels of {own.pixel_width:g} map units but the model "
+                f"works at {resolution_cm:g} cm/px ({size:g} map units): resampling to the model's "
+                f"resolution would make the grid {factor:.0f} times finer (about "
+                f"{round(own.width * factor):,} x {round(own.height * factor):,} pixels). Switch off "
+                "resampling (RESAMPLE) to run on the raster's own pixels, or use imagery near the "
+                "model's resolution."
+            )
         if own is None or abs(own.pixel_width - size) > RESOLUTION_TOLERANCE * size:
             grid = RasterGrid.from_extent(
                 extent.xMinimum(),

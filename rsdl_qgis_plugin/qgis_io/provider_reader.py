@@ -70,7 +70,10 @@ class ProviderWindowReader:
     def _band(self, band: int, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         block = self.provider.block(band, extent, cols, rows)
         if not block.isValid():
-            raise RsdlError(f"Reading band {band} of the raster failed ({self.provider.dataSourceUri()}).")
+            raise RsdlError(
+                f"Reading band {band} of raster '{self.provider.dataSourceUri()}' failed. The file may "
+                "be truncated or corrupt: check it (gdalinfo -checksum) or copy or export it again."
+            )
         data_type = block.dataType()
         if data_type not in _NUMPY_TYPES:
             raise RsdlError(f"Raster band {band} has an unsupported data type ({data_type}).")
@@ -98,7 +101,7 @@ class ProviderWindowReader:
         """Any ``extent`` (layer CRS) resampled by the provider to ``cols`` x ``rows`` pixels.
 
         Pixels whose centre lies outside the layer are nodata and read as 0 (providers leave
-        them undefined).
+        them undefined); so are non-finite values (NaN nodata). Data is always finite.
         """
         data, valid = self._read(extent, rows, cols)
         inside = self._inside_layer(extent, rows, cols)
@@ -126,4 +129,7 @@ class ProviderWindowReader:
         if self.alpha is not None:
             alpha, _ = self._band(self.alpha, extent, rows, cols)
             valid &= alpha > 0
+        # NaN nodata must not reach the model: a convolution would spread it over valid pixels
+        # (a nodata halo) and a classifier's pooling over the whole crop.
+        np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return data, valid

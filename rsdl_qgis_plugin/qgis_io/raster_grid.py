@@ -41,13 +41,19 @@ def grid_from_raster_layer(layer: QgsRasterLayer) -> RasterGrid:
     dataset = open_gdal(layer)
     geotransform = tuple(dataset.GetGeoTransform(can_return_null=True) or ())
     if len(geotransform) != 6:
-        raise GridError(f"Raster layer '{layer.name()}' has no georeferencing (no geotransform).")
-    return RasterGrid(
-        dataset.RasterXSize,
-        dataset.RasterYSize,
-        geotransform,
-        layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
-    )
+        raise GridError(
+            f"Raster layer '{layer.name()}' has no georeferencing (no geotransform); georeference "
+            "it first (Raster > Georeferencer, or Assign Projection with a world file)."
+        )
+    try:
+        return RasterGrid(
+            dataset.RasterXSize,
+            dataset.RasterYSize,
+            geotransform,
+            layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
+        )
+    except GridError as error:  # the grid knows nothing of the layer: name it here
+        raise GridError(f"Raster layer '{layer.name()}': {error}") from None
 
 
 def grid_from_extent(

@@ -2,7 +2,8 @@
 
 Rows are buffered until a whole strip can be written, so each compressed strip reaches the disk
 exactly once and in order (rewriting compressed blocks would grow the file). The file is written
-under a temporary name and renamed when the writer closes without error.
+under a temporary name and renamed when the writer closes without error (or, with an
+``AtomicOutputs`` group, when the whole group commits).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, gdal_array
 
-from ..core.atomic_output import atomic_file
+from ..core.atomic_output import AtomicOutputs, atomic_file
 from ..core.grid import RasterGrid
 from .gdal_calls import check_gdal
 from .raster_description import RasterDescription, apply_description
@@ -31,8 +32,10 @@ class GeoTiffRowWriter:
         bands: int,
         dtype: np.dtype,
         description: RasterDescription | None = None,
+        outputs: AtomicOutputs | None = None,
     ) -> None:
         self.path = Path(path)
+        self.outputs = outputs  # a group renames the file with the others; else it is renamed alone
         self.grid = grid
         self.bands = bands
         self.dtype = np.dtype(dtype)
@@ -44,7 +47,7 @@ class GeoTiffRowWriter:
         self._buffered_rows = 0
 
     def __enter__(self) -> GeoTiffRowWriter:
-        temp = self._stack.enter_context(atomic_file(self.path))
+        temp = self._stack.enter_context(atomic_file(self.path, outputs=self.outputs))
         predictor = "3" if self.dtype.kind == "f" else "2"
         options = [
             "COMPRESS=DEFLATE",
@@ -58,7 +61,7 @@ class GeoTiffRowWriter:
         dataset = gdal.GetDriverByName("GTiff").Create(
             str(temp), self.grid.width, self.grid.height, self.bands, gdal_type, options
         )
-        check_gdal(dataset is not None, f"Creating '{self.path}'")
+        check_gdal(dataset is not None, f"Creating '{self.path}'", path=self.path)
         dataset.SetGeoTransform(self.grid.geotransform)
         dataset.SetProjection(self.grid.crs_wkt)
         apply_description(dataset, self.description)
@@ -89,7 +92,7 @@ class GeoTiffRowWriter:
         for index in range(self.bands):
             band = self._dataset.GetRasterBand(index + 1)
             ok = band.WriteArray(rows[index], 0, self._buffer_first_row) == gdal.CE_None
-            check_gdal(ok, f"Writing '{self.path}'")
+            check_gdal(ok, f"Writing '{self.path}'", path=self.path)
         self._buffer_first_row += self._buffered_rows
         self._buffered_rows = 0
 
@@ -98,7 +101,10 @@ class GeoTiffRowWriter:
         if self._buffer_first_row != self.grid.height:
             raise ValueError(f"'{self.path}' received {self._buffer_first_row} of {self.grid.height} rows.")
         self._dataset.FlushCache()
-        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{self.path}'")
+        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{self.path}'", path=self.path)
+        # Closing writes the TIFF directory: on a full disk that fails too, after FlushCache.
+        self._dataset = None
+        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{self.path}'", path=self.path)
 
     def __exit__(self, error_type, error, traceback) -> bool:
         if error_type is None:

@@ -9,7 +9,7 @@ from qgis.core import QgsPalettedRasterRenderer, QgsRasterDataProvider, QgsRaste
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtXml import QDomDocument
 
-from ..core.atomic_output import temporary_sibling
+from ..core.atomic_output import AtomicOutputs, atomic_file
 from ..core.label_rules import LabelClass, MaskValues
 
 
@@ -32,20 +32,24 @@ def style_class_layer(layer: QgsRasterLayer, classes: list[LabelClass], values: 
     layer.triggerRepaint()
 
 
-def write_class_style(raster_path: str | os.PathLike, classes: list[LabelClass], values: MaskValues) -> Path:
-    """Write the QGIS default-style sidecar (``<name>.qml``), so the raster opens styled."""
+def write_class_style(
+    raster_path: str | os.PathLike,
+    classes: list[LabelClass],
+    values: MaskValues,
+    outputs: AtomicOutputs | None = None,
+) -> Path:
+    """Write the QGIS default-style sidecar (``<name>.qml``), so the raster opens styled.
+
+    With ``outputs`` the raster is read from its temporary and the style joins the group."""
     raster = Path(raster_path)
-    layer = QgsRasterLayer(str(raster), raster.stem, "gdal")
+    source = outputs.temporary(raster) if outputs is not None else raster
+    layer = QgsRasterLayer(str(source), raster.stem, "gdal")
     style_class_layer(layer, classes, values)
     document = QDomDocument()
     error = layer.exportNamedStyle(document)
     if error:
         raise RuntimeError(f"Could not build the style of '{raster}': {error}")
     qml = raster.with_suffix(".qml")
-    temp = temporary_sibling(qml)
-    try:
+    with atomic_file(qml, sidecars=(), outputs=outputs) as temp:
         temp.write_text(document.toString(), encoding="utf-8")
-        os.replace(temp, qml)
-    finally:
-        temp.unlink(missing_ok=True)
     return qml
