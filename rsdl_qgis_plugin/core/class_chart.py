@@ -1,16 +1,12 @@
-"""Class-distribution bar chart (PNG), shared by the plugin's reports and training.
-
-matplotlib is imported lazily with the Agg backend: it is optional, and QGIS's Qt must never be
-touched by it.
-"""
+"""Class-distribution bar chart (PNG), shared by the plugin's reports and training."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from .atomic_output import AtomicOutputs, atomic_file
-from .errors import RsdlError
+from .atomic_output import AtomicOutputs
+from .figures import new_figure, save_png
 
 
 def write_class_chart(
@@ -21,21 +17,10 @@ def write_class_chart(
 ) -> Path:
     """Bar chart of pixel counts per class (rows as from ``ClassStatistics.as_table``); with
     ``outputs`` it is renamed into place when that group commits."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise RsdlError(
-            "The class chart needs matplotlib, which this Python lacks; install it "
-            "(python3 -m pip install matplotlib) or leave the chart output empty."
-        ) from error
-
     names = [str(row["name"]) for row in rows]
     pixels = [int(row["pixels"]) for row in rows]
     colors = [str(row.get("color", "#4c72b0")) for row in rows]
-    figure = Figure(figsize=(max(4.0, 0.9 * len(rows) + 2.0), 3.6), dpi=120)
+    figure = new_figure(max(4.0, 0.9 * len(rows) + 2.0), 3.6, purpose="The class chart")
     axes = figure.add_subplot()
     bars = axes.bar(names, pixels, color=colors, edgecolor="#333333")
     total = sum(pixels) or 1
@@ -52,6 +37,4 @@ def write_class_chart(
     axes.margins(y=0.25)
     axes.tick_params(axis="x", labelrotation=30 if len(rows) > 4 else 0)
     figure.tight_layout()
-    with atomic_file(path, sidecars=(), outputs=outputs) as temp:
-        figure.savefig(temp, format="png")
-    return Path(path)
+    return save_png(figure, path, outputs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import sysconfig
 
 
 class RsdlError(Exception):
@@ -70,18 +71,40 @@ def os_error_message(error: OSError, path: str | None = None) -> str:
     return f"{reason}:{file_text}. Check the path, and that its folder exists and is writable."
 
 
+def _running_python() -> str:
+    """The interpreter of the Python running this code.
+
+    Embedded in QGIS (the desktop, qgis_process), ``sys.executable`` is the QGIS program, or
+    whatever ``python3`` comes first on the PATH (a pyenv shim, another install): pip would then
+    install into the wrong Python. So it counts only when it lies in this Python's own ``bin``;
+    else the ``pythonX.Y`` beside ``sys.exec_prefix`` is named."""
+    executable = sys.executable or ""
+    if os.path.basename(executable).lower().startswith("python") and os.path.dirname(
+        os.path.abspath(executable)
+    ) == os.path.join(sys.prefix, "bin"):
+        return executable
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for name in (version, "python3"):  # QGIS.app on macOS has bin/python3
+        candidate = os.path.join(sys.exec_prefix, "bin", name)
+        if os.path.exists(candidate):
+            return candidate
+    return version
+
+
+def _externally_managed() -> bool:
+    """Whether pip refuses to install into this Python outside a venv (PEP 668: Debian 12,
+    Ubuntu 23.04 and later mark their system Python so)."""
+    marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
+    return sys.prefix == sys.base_prefix and os.path.exists(marker)
+
+
 def pip_install_command(package: str) -> str:
     """The pip command that installs ``package`` for the Python running this code.
 
-    Inside QGIS ``sys.executable`` is often the QGIS program itself (Windows, macOS), so the
-    interpreter beside ``sys.exec_prefix`` is named instead; on Windows the OSGeo4W Shell puts
-    QGIS's Python on the PATH.
-    """
+    On Windows the OSGeo4W Shell puts QGIS's Python on the PATH. A system Python that PEP 668
+    marks as externally managed (QGIS from Debian or Ubuntu packages) takes the package in the
+    user's site-packages, which that Python reads too."""
     if sys.platform == "win32":
         return f"python -m pip install {package}   (in the OSGeo4W Shell that comes with QGIS)"
-    python = sys.executable
-    if not os.path.basename(python).lower().startswith("python"):
-        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        candidate = os.path.join(sys.exec_prefix, "bin", version)
-        python = candidate if os.path.exists(candidate) else version
-    return f'"{python}" -m pip install {package}'
+    flags = "--user --break-system-packages " if _externally_managed() else ""
+    return f'"{_running_python()}" -m pip install {flags}{package}'

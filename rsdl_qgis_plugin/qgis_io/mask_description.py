@@ -5,8 +5,9 @@ single-band unsigned-integer mask:
 - the ignore value is the band's nodata value, else the ignore value given;
 - the background value is the one given, unless unlabelled area is declared ignore or the given
   background equals the ignore value (then the mask has no background);
-- classes are named from the band's category names (coloured from its colour table); values
-  that nothing names are found while reading and named ``class_<value>``.
+- classes are named from the band's category names, else its raster attribute table (coloured
+  from its colour table); values that nothing names are found while reading and named
+  ``class_<value>``.
 """
 
 from __future__ import annotations
@@ -58,13 +59,58 @@ def _rgb_hex(entry: tuple[int, ...]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*entry[:3])
 
 
+def _attribute_table_names(band: gdal.Band) -> dict[int, str]:
+    """Class names from a thematic raster attribute table (a name column, one row per value)."""
+    table = band.GetDefaultRAT()
+    if table is None or not table.GetRowCount():
+        return {}
+    columns = range(table.GetColumnCount())
+    name_column = next((i for i in columns if table.GetUsageOfCol(i) == gdal.GFU_Name), None)
+    if name_column is None:
+        name_column = next(
+            (i for i in columns if table.GetNameOfCol(i).lower().replace("_", "") in ("classname", "class")),
+            None,
+        )
+    if name_column is None:
+        return {}
+    value_column = next((i for i in columns if table.GetUsageOfCol(i) == gdal.GFU_MinMax), None)
+    names = {}
+    for row in range(table.GetRowCount()):
+        value = table.GetValueAsInt(row, value_column) if value_column is not None else row
+        name = table.GetValueAsString(row, name_column).strip()
+        if name:
+            names[value] = name
+    return names
+
+
+def band_class_names(band: gdal.Band) -> dict[int, str]:
+    """Names of the band's values: its category names, else its raster attribute table's names
+    (the .aux.xml of many classifiers)."""
+    names = {value: name for value, name in enumerate(band.GetCategoryNames() or []) if name}
+    return names or _attribute_table_names(band)
+
+
+def class_names(dataset: gdal.Dataset) -> dict[int, str]:
+    """Every value a class raster names: the rsdl metadata (background included), else the band's
+    category names or attribute table."""
+    stored = _json_item(dataset, CLASSES_METADATA_KEY, dataset.GetDescription())
+    if stored is None:
+        return band_class_names(dataset.GetRasterBand(1))
+    names = {int(value): str(entry["name"]) for value, entry in stored.items()}
+    stored_values = _json_item(dataset, MASK_VALUES_METADATA_KEY, dataset.GetDescription()) or {}
+    if stored_values.get("background") is not None:
+        names.setdefault(int(stored_values["background"]), "background")
+    return names
+
+
 def _classes_from_band(band: gdal.Band, values: MaskValues) -> list[LabelClass]:
-    """Classes named by the band's category names, coloured from its colour table."""
+    """Classes named by the band's category names (or attribute table), coloured from its colour
+    table."""
     table = band.GetColorTable()
     reserved = {values.ignore_value} | (set() if values.unlabelled_is_ignore else {values.background_value})
     classes = []
-    for value, name in enumerate(band.GetCategoryNames() or []):
-        if not name or value in reserved:
+    for value, name in sorted(band_class_names(band).items()):
+        if value in reserved:
             continue
         if table is not None and value < table.GetCount():
             color = _rgb_hex(table.GetColorEntry(value))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,6 +350,23 @@ def test_missing_torch_gives_the_install_command(models, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(MissingDependencyError, match=r"-m pip install torch"):
         load_model(models["fcn_seg.pt"])
+
+
+def test_install_command_names_this_python_not_the_first_on_the_path(monkeypatch):
+    # Embedded in qgis_process, sys.executable is whatever python3 the PATH finds first.
+    monkeypatch.setattr(sys, "executable", "/home/user/.pyenv/shims/python3")
+    python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    command = pip_install_command("onnxruntime")
+    assert command.startswith(f'"{os.path.join(sys.exec_prefix, "bin", python)}" -m pip install ')
+
+
+def test_install_command_for_an_externally_managed_python(monkeypatch, tmp_path):
+    (tmp_path / "EXTERNALLY-MANAGED").write_text("[externally-managed]\n")
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))
+    monkeypatch.setattr(sys, "base_prefix", sys.prefix)  # not a venv
+    assert pip_install_command("onnxruntime").endswith(
+        " -m pip install --user --break-system-packages onnxruntime"
+    )
 
 
 def test_install_command_on_windows_names_the_osgeo4w_shell(monkeypatch):

@@ -1,0 +1,368 @@
+"""rsdl:evaluate: accuracy of a class raster against reference labels (a mask or vector layers)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from osgeo import gdal
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingUtils,
+    QgsRasterLayer,
+)
+
+from ..core.atomic_output import AtomicOutputs, atomic_file
+from ..core.class_matching import ClassMatching, match_classes
+from ..core.confusion import ConfusionMatrix
+from ..core.confusion_chart import confusion_figure
+from ..core.errors import RsdlError
+from ..core.evaluation_report import metrics_csv, metrics_html
+from ..core.figures import figure_png, save_png
+from ..qgis_io.class_pairs import count_class_pairs
+from ..qgis_io.gdal_calls import check_gdal, raise_if_cancelled
+from ..qgis_io.mask_description import UNSIGNED_GDAL_TYPES, MaskDescription, class_names, describe_mask
+from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal, require_same_grid
+from .base_algorithm import RsdlAlgorithm
+from .label_parameters import LabelParameters
+
+MATCHING_OPTIONS = ("By name where both rasters name their classes, else by value", "By value")
+
+
+def _check_class_raster(dataset: gdal.Dataset, layer: QgsRasterLayer) -> None:
+    """Refuse a prediction that is not one band of class numbers, naming what it is."""
+    if dataset.RasterCount != 1:
+        raise RsdlError(
+            f"PREDICTION: '{layer.name()}' has {dataset.RasterCount} bands; a class raster has one "
+            "band of class values (e.g. the OUTPUT of rsdl:segment)."
+        )
+    data_type = dataset.GetRasterBand(1).DataType
+    if data_type not in UNSIGNED_GDAL_TYPES:
+        raise RsdlError(
+            f"PREDICTION: '{layer.name()}' holds {gdal.GetDataTypeName(data_type)} values; a class "
+            "raster holds unsigned whole numbers (Byte, UInt16 or UInt32). Regression outputs "
+            "cannot be scored with class metrics; convert a class raster with Raster > "
+            "Conversion > Translate."
+        )
+
+
+def _reference_names(description: MaskDescription) -> dict[int, str]:
+    names = {c.value: c.name for c in description.classes}
+    if not description.values.unlabelled_is_ignore:
+        names.setdefault(description.values.background_value, "background")
+    return names
+
+
+class EvaluateAlgorithm(RsdlAlgorithm):
+    NAME = "evaluate"
+    DISPLAY_NAME = "Evaluate a class raster against reference labels"
+    GROUP = "Evaluation"
+    GROUP_ID = "evaluation"
+    DESCRIPTION = (
+        "Compares a class raster (a model's prediction, or any classification) with reference "
+        "labels: a label mask on exactly the same grid, or vector layers rasterized onto the "
+        "class raster's grid by the rules of 'Rasterize labels to a class mask'. Computes the "
+        "confusion matrix, per-class IoU, F1, precision and recall, overall accuracy, mean IoU, "
+        "mean F1 and Cohen's kappa. Pixels that are ignore or nodata in the reference, or nodata "
+        "in the class raster, are left out. Both rasters are read in blocks of rows, so any size "
+        "works. A reference on another grid is refused rather than resampled: resampling would "
+        "change the labels being scored. Outputs: an HTML report with the confusion-matrix "
+        "heatmap, a per-class CSV table, the heatmap as a PNG, and the main metrics as numbers "
+        "(and all of them as JSON) for the Graphical Modeler. Undefined values (the precision of "
+        "a class never predicted, the recall of a class absent from the reference) are empty or "
+        "null, never 0."
+    )
+
+    PREDICTION = "PREDICTION"
+    REFERENCE = "REFERENCE"
+    LABELS = "LABELS"
+    CLASS_MATCHING = "CLASS_MATCHING"
+    OUTPUT_HTML = "OUTPUT_HTML"
+    OUTPUT_CSV = "OUTPUT_CSV"
+    CONFUSION_PNG = "CONFUSION_PNG"
+    OVERALL_ACCURACY = "OVERALL_ACCURACY"
+    KAPPA = "KAPPA"
+    MEAN_IOU = "MEAN_IOU"
+    MEAN_F1 = "MEAN_F1"
+    METRICS = "METRICS"
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.add_parameter(
+            QgsProcessingParameterRasterLayer(self.PREDICTION, self.tr("Class raster (prediction)")),
+            "The classes to score: one band of unsigned whole numbers (e.g. the OUTPUT of "
+            "rsdl:segment, or any classifier's output). Its nodata pixels are left out. Class "
+            "names are read from its metadata (rsdl's, GDAL category names or a raster attribute "
+            "table).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference label mask"), optional=True),
+            "Reference labels as a one-band mask on exactly the class raster's grid (same size, "
+            "geotransform and CRS), e.g. from rsdl:rasterizelabels with the class raster (or the "
+            "image it was made from) as REFERENCE. Its ignore value (its nodata, else "
+            "IGNORE_VALUE) is left out. Give REFERENCE or LABELS, not both.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(
+                self.LABELS,
+                self.tr("Reference vector labels"),
+                QgsProcessing.TypeVectorAnyGeometry,
+                optional=True,
+            ),
+            "Reference labels as vector layers, instead of REFERENCE: rasterized onto the class "
+            "raster's grid with the class, value, overlap and buffer parameters below (the rules "
+            "of 'Rasterize labels to a class mask'). For sparse samples set UNLABELLED to "
+            "'Ignore', so that unlabelled area is not scored as background.",
+        )
+        LabelParameters.add_class_parameters(self)
+        LabelParameters.add_all_touched_parameter(self)
+        LabelParameters.add_value_parameters(self)
+        LabelParameters.add_overlap_parameter(self)
+        LabelParameters.add_buffer_parameters(self)
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                self.CLASS_MATCHING,
+                self.tr("Match classes"),
+                options=list(MATCHING_OPTIONS),
+                defaultValue=0,
+            ),
+            "0: when both rasters name their classes, a reference class counts as the predicted "
+            "class of the same name (case ignored), whatever their values (a model's 'water' may "
+            "be 2 where the labels' is 3); reference classes the prediction does not know stay "
+            "apart. Names that only repeat the value ('3', 'class_3') do not count. With no name "
+            "in common, classes are matched by value. 1: by value only.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_HTML,
+                self.tr("Evaluation report (HTML)"),
+                "HTML files (*.html)",
+                optional=True,
+                createByDefault=True,
+            ),
+            "HTML page with the summary metrics, the per-class table and the confusion-matrix "
+            "heatmap (embedded, so the page is one file). Opens in the Processing results viewer. "
+            "Optional: the metrics are outputs too.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_CSV, self.tr("Per-class metrics (CSV)"), "CSV files (*.csv)", optional=True
+            ),
+            "Optional CSV table, one row per class: value, name, iou, f1, precision, recall, "
+            "support (reference pixels) and predicted (pixels predicted as the class). Undefined "
+            "values are empty.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                self.CONFUSION_PNG,
+                self.tr("Confusion-matrix heatmap (PNG)"),
+                "PNG files (*.png)",
+                optional=True,
+                createByDefault=False,
+            ),
+            "Optional PNG of the confusion matrix (rows reference, columns prediction), coloured "
+            "by the share of each reference class. Needs matplotlib.",
+        )
+        self.addOutput(QgsProcessingOutputNumber(self.OVERALL_ACCURACY, self.tr("Overall accuracy")))
+        self.addOutput(QgsProcessingOutputNumber(self.KAPPA, self.tr("Cohen's kappa")))
+        self.addOutput(QgsProcessingOutputNumber(self.MEAN_IOU, self.tr("Mean IoU")))
+        self.addOutput(QgsProcessingOutputNumber(self.MEAN_F1, self.tr("Mean F1")))
+        self.addOutput(QgsProcessingOutputString(self.METRICS, self.tr("All metrics (JSON)")))
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def _mask_description(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, dataset: gdal.Dataset, name: str
+    ) -> MaskDescription:
+        return describe_mask(
+            dataset,
+            name,
+            background_value=self.parameterAsInt(parameters, LabelParameters.BACKGROUND_VALUE, context),
+            ignore_value=self.parameterAsInt(parameters, LabelParameters.IGNORE_VALUE, context),
+            unlabelled_is_ignore=self.parameterAsEnum(parameters, LabelParameters.UNLABELLED, context) == 1,
+        )
+
+    def _matching(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        reference: dict[int, str],
+        prediction: dict[int, str],
+        values: set[int],
+    ) -> ClassMatching:
+        if self.parameterAsEnum(parameters, self.CLASS_MATCHING, context) == 1:
+            return ClassMatching(names={**reference, **prediction})
+        matching = match_classes(reference, prediction, values)
+        if not matching.by_name:
+            if reference and prediction:
+                feedback.pushWarning(
+                    "The reference and the class raster share no class name; classes are matched "
+                    "by value. Check that the values mean the same classes."
+                )
+            return matching
+        for old, new in sorted(matching.reference_values.items()):
+            feedback.pushInfo(
+                f"Reference class '{reference.get(old, old)}' ({old}) is scored as value {new} "
+                f"('{matching.names.get(new, new)}')."
+            )
+        if matching.unmatched_reference:
+            feedback.pushWarning(
+                "Reference classes the class raster does not name (every pixel of theirs counts as "
+                f"an error): {', '.join(matching.unmatched_reference)}."
+            )
+        return matching
+
+    # -- run --------------------------------------------------------------------------------
+
+    def compute(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        prediction_layer = self.parameterAsRasterLayer(parameters, self.PREDICTION, context)
+        if prediction_layer is None or not prediction_layer.isValid():
+            raise RsdlError("PREDICTION: choose the class raster to evaluate.")
+        reference_layer = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
+        has_labels = bool(self.parameterAsLayerList(parameters, self.LABELS, context))
+        if (reference_layer is None) == (not has_labels):
+            raise RsdlError(
+                "Give the reference labels either as a label mask (REFERENCE) or as vector layers "
+                "(LABELS), exactly one of the two."
+            )
+        grid = grid_from_raster_layer(prediction_layer)
+        prediction = open_gdal(prediction_layer)
+        _check_class_raster(prediction, prediction_layer)
+        labels = LabelParameters.read(self, parameters, context, self.LABELS) if has_labels else None
+        html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        csv_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context)
+        png_path = self.parameterAsFileOutput(parameters, self.CONFUSION_PNG, context)
+
+        steps = QgsProcessingMultiStepFeedback(2 if labels is not None else 1, feedback)
+        work_parent = QgsProcessingUtils.tempFolder()
+        with tempfile.TemporaryDirectory(prefix="rsdl-evaluate-", dir=work_parent) as work:
+            if reference_layer is not None:
+                require_same_grid(
+                    prediction_layer,
+                    reference_layer,
+                    "Rasterize the labels onto the class raster's grid (rsdl:rasterizelabels with it "
+                    "as REFERENCE), give them as vector LABELS, or warp the mask onto that grid with "
+                    "nearest-neighbour resampling (Raster > Projections > Warp) first.",
+                )
+                reference = open_gdal(reference_layer)
+                description = self._mask_description(parameters, context, reference, reference_layer.name())
+                reference_text = reference_layer.source()
+            else:
+                all_touched = self.parameterAsBoolean(parameters, LabelParameters.ALL_TOUCHED, context)
+                burned = labels.burn(grid, None, str(Path(work) / "labels.tif"), all_touched, context, steps)
+                steps.setCurrentStep(1)
+                reference = gdal.Open(burned.path, gdal.GA_ReadOnly)
+                check_gdal(reference is not None, f"Opening the temporary label mask '{burned.path}'")
+                description = MaskDescription(burned.classes, burned.values)
+                reference_text = "vector labels: " + ", ".join(layer.name() for layer in labels.layers)
+            try:
+                counts = count_class_pairs(prediction, reference, description.values.ignore_value, steps)
+            finally:
+                reference = None  # closes the temporary mask before its folder goes
+
+        if not counts.counts:
+            raise RsdlError(
+                f"No pixel to evaluate: all {counts.excluded:,} pixels of '{prediction_layer.name()}' "
+                "are nodata in it, or ignore/nodata in the reference. Check that the labels cover "
+                "the class raster, and the IGNORE_VALUE and UNLABELLED settings."
+            )
+        prediction_names = class_names(prediction)
+        nodata = prediction.GetRasterBand(1).GetNoDataValue()
+        if nodata is not None:
+            prediction_names.pop(int(nodata), None)
+        reference_names = _reference_names(description)
+        matching = self._matching(
+            parameters, context, feedback, reference_names, prediction_names, counts.values()
+        )
+        known_values = set(prediction_names) | {matching.reference_values.get(v, v) for v in reference_names}
+        matrix = ConfusionMatrix.from_counts(counts.relabelled(matching.reference_values), known_values)
+        metrics = matrix.as_dict(matching.names)
+        metrics["class_matching"] = "by name" if matching.by_name else "by value"
+        self._log(metrics, feedback)
+        raise_if_cancelled(feedback)
+
+        inputs = [
+            ("Class raster (prediction)", prediction_layer.source()),
+            ("Reference", reference_text),
+            ("Classes matched", metrics["class_matching"]),
+            ("Reference ignore value", str(description.values.ignore_value)),
+        ]
+        self._write_outputs(metrics, matrix, inputs, html_path, csv_path, png_path, feedback)
+        return {
+            self.OUTPUT_HTML: html_path or None,
+            self.OUTPUT_CSV: csv_path or None,
+            self.CONFUSION_PNG: png_path or None,
+            self.OVERALL_ACCURACY: metrics["overall_accuracy"],
+            self.KAPPA: metrics["kappa"],
+            self.MEAN_IOU: metrics["mean_iou"],
+            self.MEAN_F1: metrics["mean_f1"],
+            self.METRICS: json.dumps(metrics),
+        }
+
+    @staticmethod
+    def _log(metrics: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
+        def text(value: float | None) -> str:
+            return "undefined" if value is None else f"{value:.4f}"
+
+        feedback.pushInfo(
+            f"Pixels evaluated: {metrics['labelled']:,}; left out (ignore or nodata): "
+            f"{metrics['excluded']:,}."
+        )
+        feedback.pushInfo(
+            f"Overall accuracy {text(metrics['overall_accuracy'])}, kappa {text(metrics['kappa'])}, "
+            f"mean IoU {text(metrics['mean_iou'])}, mean F1 {text(metrics['mean_f1'])}."
+        )
+        for row in metrics["classes"]:
+            feedback.pushInfo(
+                f"  {row['value']:>5}  {row['name']:<20} IoU {text(row['iou'])}  F1 {text(row['f1'])}  "
+                f"precision {text(row['precision'])}  recall {text(row['recall'])}  "
+                f"reference {row['support']:,} px  predicted {row['predicted']:,} px"
+            )
+
+    @staticmethod
+    def _write_outputs(
+        metrics: dict[str, Any],
+        matrix: ConfusionMatrix,
+        inputs: list[tuple[str, str]],
+        html_path: str,
+        csv_path: str,
+        png_path: str,
+        feedback: QgsProcessingFeedback,
+    ) -> None:
+        """Report, table and heatmap appear together or not at all."""
+        figure = None
+        if html_path or png_path:
+            try:
+                figure = confusion_figure(matrix.matrix, metrics["confusion_matrix"]["classes"])
+            except RsdlError as error:  # no matplotlib: the report can do without its picture
+                if png_path:
+                    raise
+                feedback.pushWarning(f"The report has no heatmap: {error}")
+        with AtomicOutputs() as outputs:
+            if png_path:
+                save_png(figure, png_path, outputs)
+            if csv_path:
+                with atomic_file(csv_path, sidecars=(), outputs=outputs) as temp:
+                    temp.write_text(metrics_csv(metrics), encoding="utf-8")
+            if html_path:
+                page = metrics_html(
+                    "Evaluation of a class raster",
+                    inputs,
+                    metrics,
+                    figure_png(figure) if figure is not None else None,
+                )
+                with atomic_file(html_path, sidecars=(), outputs=outputs) as temp:
+                    temp.write_text(page, encoding="utf-8")
