@@ -20,7 +20,11 @@ def test_buildings_kampala_finds_the_buildings(qgis_process, repo_root, shared_d
         output = tmp_path / f"buildings_{number}.tif"
         result = qgis_process.run_algorithm(
             "rsdl:segment",
-            {"INPUT": str(tile), "MODEL": str(repo_root / "models/buildings_kampala/model.onnx"), "OUTPUT": str(output)},
+            {
+                "INPUT": str(tile),
+                "MODEL": str(repo_root / "models/buildings_kampala/model.onnx"),
+                "OUTPUT": str(output),
+            },
         )
         assert result["results"]["TILES"] > 0
         predicted = read_band(output) == 1
