@@ -30,10 +30,11 @@ largest and as tall as the smallest shows what the height adds.
 The machine may be shared: before each measured run the bench waits (up to ``--settle``
 seconds) until other processes use under 10 % of the CPUs, runs again (``--retries``) when they
 took more during the run, and the tables show the share they took ("others", of the best run).
+All that waiting is capped by ``--wait-budget``; ``--settle 0 --retries 0`` turns it off.
 
     python tests/bench/bench_inference.py [--sizes 4000,8000,16000] [--tile 256] [--overlap 32]
         [--batch 8] [--repeats 1] [--toolbelt-max 16000] [--threads 0] [--settle 60] [--retries 2]
-        [--profile]
+        [--wait-budget 300] [--profile]
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ RUN = "main: TiledInference.run (all)"
 FLUSH = "main:   _flush (one batch: normalise..blend)"
 WAIT = "main:   waiting for the reader"
 SINK = "main:     SegmentationSink.write_rows"
+ALONE = "after: session.run alone, same number of calls"
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -248,13 +250,15 @@ def measure(
     mode: str, options: list[str], work: Path, env: dict[str, str], args: argparse.Namespace
 ) -> Measured:
     """run_child on a quiet machine: waits for quiet first, and runs again (up to --retries times)
-    when other processes took more than SETTLE_BUSY of the CPUs during the run."""
+    when other processes took more than SETTLE_BUSY of the CPUs during the run, while
+    --wait-budget lasts."""
     attempts: list[Measured] = []
     for attempt in range(args.retries + 1):
-        waited = settle(args.settle)
+        waited = settle(max(0.0, min(args.settle, args.wait_budget)))
+        args.wait_budget -= waited  # a busy shared machine must not stretch the bench without end
         attempts.append(run_child(mode, options, work, env))
         attempts[-1].waited = waited
-        if attempts[-1].other_cpu <= SETTLE_BUSY:
+        if attempts[-1].other_cpu <= SETTLE_BUSY or args.wait_budget <= 0:
             break
         if attempt < args.retries:
             print(
@@ -372,6 +376,8 @@ def child_rsdl(args: argparse.Namespace) -> dict[str, Any]:
         "rsdl:segment", parameters, context=QgsProcessingContext(), feedback=QgsProcessingFeedback()
     )
     seconds = time.perf_counter() - start
+    if timers is not None:
+        timers[ALONE] = _session_alone(args, int(timers["main:       session.run"][2]))
     return {
         "seconds": seconds,
         "before_mib": before_mib,
@@ -379,6 +385,20 @@ def child_rsdl(args: argparse.Namespace) -> dict[str, Any]:
         "provider": result["EXECUTION_PROVIDER"],
         "timers": dict(timers) if timers is not None else None,
     }
+
+
+def _session_alone(args: argparse.Namespace, calls: int) -> list[float]:
+    """session.run as often as the engine called it, on full batches, with nothing else running:
+    measured seconds after the engine in the same process, it shows what the engine's other
+    threads and work cost the model itself."""
+    session, spec = _session_and_spec(args.model, args.threads)
+    name = session.get_inputs()[0].name
+    pixels = np.random.default_rng(0).integers(0, 256, (args.batch, 3, args.tile, args.tile), dtype=np.uint8)
+    batch = spec.normalize(pixels)
+    start, cpu = time.perf_counter(), time.thread_time()
+    for _ in range(calls):
+        session.run(None, {name: batch})
+    return [time.perf_counter() - start, time.thread_time() - cpu, calls]
 
 
 def _session_and_spec(model: str, threads: int) -> tuple[Any, Any]:
@@ -753,13 +773,19 @@ def print_profile(result: SizeResult) -> None:
     )
     print(f"  {'stage':<58} {'wall s':>8} {'%':>6} {'cpu s':>7} {'calls':>7}")
     for label, (wall, cpu, calls) in timers.items():
-        print(f"  {label:<58} {wall:>8.2f} {100 * wall / total:>5.1f}% {cpu:>7.2f} {int(calls):>7}")
+        if label != ALONE:
+            print(f"  {label:<58} {wall:>8.2f} {100 * wall / total:>5.1f}% {cpu:>7.2f} {int(calls):>7}")
     for label, wall in derived.items():
         print(f"  {label:<58} {wall:>8.2f} {100 * wall / total:>5.1f}%")
+    wall, cpu, calls = timers[ALONE]
+    print(f"  {ALONE:<58} {wall:>8.2f} {100 * wall / total:>5.1f}% {cpu:>7.2f} {int(calls):>7}")
     print(
         "  The reader thread runs concurrently with the main thread; 'waiting for the reader' is main-\n"
         "  thread time blocked on it. session.run's cpu leaves out onnxruntime's pool threads. The last\n"
-        "  band's SegmentationSink.write_rows runs after _flush, so 'rest of _flush' can be slightly < 0."
+        "  band's SegmentationSink.write_rows runs after _flush, so 'rest of _flush' can be slightly < 0.\n"
+        "  'after:' runs once the algorithm has finished (not part of its time): the model alone, on\n"
+        "  full random batches, in the same process; set against 'session.run' it shows what the\n"
+        "  engine's other work and threads cost the model itself."
     )
 
 
@@ -793,6 +819,12 @@ def main() -> None:
         type=int,
         default=2,
         help="runs again when other processes took over 10%% of the CPUs during a run (best of)",
+    )
+    parser.add_argument(
+        "--wait-budget",
+        type=float,
+        default=300.0,
+        help="seconds in all the bench may wait for quiet; once spent it neither waits nor reruns",
     )
     parser.add_argument("--profile", action="store_true", help="time the engine's stages at the largest size")
     # Internal: the children.
