@@ -49,7 +49,7 @@ install: ## Install apt packages, the .venv and pinned pip packages (idempotent,
 	@$(MAKE) --no-print-directory --silent $(INSTALL_STAMP) >/dev/null
 	@echo "install: up to date ($(VENV), QGIS $$($(SYSTEM_PY) -c 'from qgis.core import Qgis; print(Qgis.QGIS_VERSION)'))"
 
-test: install ## Run every test suite: unit, QGIS (pytest-qgis) and qgis_process end-to-end
+test: install ## Run every test: unit, QGIS (pytest-qgis), qgis_process, robustness, training, desktop
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install ## Generate a sample scene, rasterize its labels and export training chips (DEMO_DIR=...)
