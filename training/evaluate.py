@@ -37,12 +37,12 @@ from torch import nn
 from rsdl_qgis_plugin.core.atomic_output import atomic_file
 from rsdl_qgis_plugin.core.class_chart import write_class_chart
 from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.confusion_chart import confusion_figure
 from rsdl_qgis_plugin.core.errors import RsdlError
 from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
 
-from .reports.confusion import write_confusion_matrix
 from .reports.curves import write_training_curves
-from .reports.figures import class_names
+from .reports.figures import class_names, save_png
 from .reports.samples import Sample, write_sample_grid
 
 DEFAULT_SAMPLES = 6
@@ -214,11 +214,13 @@ def _write_figures(
     unit = "items" if spec.model_type is ModelType.CLASSIFIER else "pixels"
     split = result["split"]
     files = [
-        write_confusion_matrix(
-            np.asarray(result["confusion_matrix"]["values"]),
-            list(names.values()),
+        save_png(
+            confusion_figure(
+                np.asarray(result["confusion_matrix"]["values"]),
+                list(names.values()),
+                f"Confusion matrix ({split}, {result['labelled']:,} {unit})",
+            ),
             output / "confusion_matrix.png",
-            f"Confusion matrix ({split}, {result['labelled']:,} {unit})",
         )
     ]
     rows = statistics.as_table(names)
