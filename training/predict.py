@@ -41,17 +41,23 @@ from rasterio.windows import Window
 
 from rsdl_qgis_plugin.core.atomic_output import atomic_file
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.label_rules import default_class_color, hex_to_rgb
+from rsdl_qgis_plugin.core.label_rules import hex_to_rgb
 from rsdl_qgis_plugin.core.model_check import check_raster_compatibility
 from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.tiling import BlendMode
 from rsdl_qgis_plugin.inference.backends import ModelBackend, load_model
 from rsdl_qgis_plugin.inference.engine import HeadLayout, InferenceSettings, TiledInference
-from rsdl_qgis_plugin.inference.sinks import FLOAT_NODATA, SegmentationSink, ValueSink, class_nodata_value
+from rsdl_qgis_plugin.inference.sinks import (
+    DEFAULT_OVERLAP_PERCENT,
+    DEFAULT_TILE_SIZE,
+    FLOAT_NODATA,
+    SegmentationSink,
+    ValueSink,
+    class_nodata_value,
+    head_classes,
+)
 
 # The defaults of rsdl:segment (processing_provider/segment.py), which training may not import.
-DEFAULT_TILE_SIZE = 512
-DEFAULT_OVERLAP_PERCENT = 15.0
 DEFAULT_BATCH_SIZE = 4
 ROWS_PER_STRIP = 32
 RESOLUTION_WARNING = 0.05  # relative pixel-size difference that earns a warning
@@ -221,26 +227,11 @@ def output_paths(raster: Path, output_dir: Path, spec: ModelSpec, heads: int, co
     return paths
 
 
-def head_class_names(spec: ModelSpec, layout: HeadLayout, head: int) -> dict[int, str]:
-    """Class names of a segmentation head; one channel is background (0) against its class (1)."""
-    named = spec.head_class_names[head] if head < len(spec.head_class_names) else {}
-    if layout.channels == 1:
-        return {
-            0: named.get(0, "background") if 1 in named else "background",
-            1: named.get(1) or named.get(0) or "foreground",
-        }
-    return {value: spec.class_name(value, head) for value in range(layout.channels)}
-
-
 def _class_writer(path: Path, profile: dict, spec: ModelSpec, layout: HeadLayout, head: int) -> tuple:
-    names = head_class_names(spec, layout, head)
-    dtype, nodata = class_nodata_value(list(names))
-    colors = spec.class_colors if head == 0 else {}
-    colormap = {
-        value: (*hex_to_rgb(colors.get(value) or default_class_color(name, value + 1)), 255)
-        for value, name in names.items()
-    }
-    tags = {f"class_{value}": name for value, name in names.items()}
+    classes = head_classes(spec, layout, head)
+    dtype, nodata = class_nodata_value([c.value for c in classes])
+    colormap = {c.value: (*hex_to_rgb(c.color), 255) for c in classes}
+    tags = {f"class_{c.value}": c.name for c in classes}
     writer = GeoTiffRowWriter(path, profile, 1, dtype.name, nodata, colormap, tags, ["class"])
     return writer, dtype, nodata
 

@@ -9,7 +9,14 @@ from typing import Protocol
 
 import numpy as np
 
+from ..core.label_rules import LabelClass, default_class_color
+from ..core.model_spec import ModelSpec
+from .engine import HeadLayout
+
 FLOAT_NODATA = float("nan")
+# Tiling when neither the user nor the model says otherwise (rsdl:segment and training predict).
+DEFAULT_TILE_SIZE = 512
+DEFAULT_OVERLAP_PERCENT = 15.0
 
 
 class RowWriter(Protocol):
@@ -79,3 +86,19 @@ class ValueSink:
 
     def write_rows(self, first_row: int, values: np.ndarray) -> None:
         self.writer.write_rows(first_row, values.astype(np.float32, copy=False))
+
+
+def head_classes(spec: ModelSpec, layout: HeadLayout, head: int) -> list[LabelClass]:
+    """Classes of a segmentation head. One channel is background (0) against its class (1):
+    named by the spec's class 1 when it names two classes, else by its class 0 (Deepness)."""
+    named = spec.head_class_names[head] if head < len(spec.head_class_names) else {}
+    if layout.channels == 1:
+        foreground = named.get(1) or named.get(0) or "foreground"
+        names = {0: named.get(0, "background") if 1 in named else "background", 1: foreground}
+    else:
+        names = {value: spec.class_name(value, head) for value in range(layout.channels)}
+    colors = spec.class_colors if head == 0 else {}
+    return [
+        LabelClass(value, name, colors.get(value) or default_class_color(name, value + 1))
+        for value, name in names.items()
+    ]

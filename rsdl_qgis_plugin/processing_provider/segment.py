@@ -36,12 +36,20 @@ from qgis.PyQt.QtCore import QVariant
 from ..core.atomic_output import AtomicOutputs
 from ..core.errors import CancelledError, RsdlError
 from ..core.grid import RasterGrid
-from ..core.label_rules import LabelClass, MaskValues, default_class_color
+from ..core.label_rules import LabelClass, MaskValues
 from ..core.model_spec import ModelSpec, ModelType
 from ..core.tiling import BlendMode
 from ..inference.backends import ModelBackend
-from ..inference.engine import HeadLayout, InferenceSettings, TiledInference
-from ..inference.sinks import FLOAT_NODATA, SegmentationSink, ValueSink, class_nodata_value
+from ..inference.engine import InferenceSettings, TiledInference
+from ..inference.sinks import (
+    DEFAULT_OVERLAP_PERCENT,
+    DEFAULT_TILE_SIZE,
+    FLOAT_NODATA,
+    SegmentationSink,
+    ValueSink,
+    class_nodata_value,
+    head_classes,
+)
 from ..qgis_io.area_mask import MaskedWindowReader, write_area_mask
 from ..qgis_io.polygonize import polygonize_classes
 from ..qgis_io.processing_grid import processing_grid
@@ -53,26 +61,8 @@ from .layer_styling import ClassRasterStyler, ClassVectorStyler
 from .model_algorithm import ModelAlgorithm
 
 MERGE_MODES = (BlendMode.PYRAMID, BlendMode.GAUSSIAN, BlendMode.MEAN, BlendMode.CENTRE_CROP)
-DEFAULT_TILE_SIZE = 512
-DEFAULT_OVERLAP_PERCENT = 15.0
 # Styles of predicted class rasters: every value is a model class; nodata is left transparent.
 PREDICTION_VALUES = MaskValues(background_value=0, ignore_value=65535, unlabelled_is_ignore=True)
-
-
-def head_classes(spec: ModelSpec, layout: HeadLayout, head: int) -> list[LabelClass]:
-    """Classes of a segmentation head. One channel is background (0) against its class (1):
-    named by the spec's class 1 when it names two classes, else by its class 0 (Deepness)."""
-    named = spec.head_class_names[head] if head < len(spec.head_class_names) else {}
-    if layout.channels == 1:
-        foreground = named.get(1) or named.get(0) or "foreground"
-        names = {0: named.get(0, "background") if 1 in named else "background", 1: foreground}
-    else:
-        names = {value: spec.class_name(value, head) for value in range(layout.channels)}
-    colors = spec.class_colors if head == 0 else {}
-    return [
-        LabelClass(value, name, colors.get(value) or default_class_color(name, value + 1))
-        for value, name in names.items()
-    ]
 
 
 def head_path(output: str, head: int) -> str:
