@@ -26,6 +26,7 @@ DISPATCHED = {
     "evaluate": "metrics JSON, confusion matrix and report figures for a checkpoint",
     "explain": "Integrated Gradients attributions (PNG overlays, GeoTIFF)",
     "predict": "headless batch prediction over rasters with the plugin's inference engine",
+    "crossval": "k-fold spatial cross-validation: a fit per fold, pooled per-class metrics",
 }
 USAGE = f"""usage: python -m training <command> [options]
 

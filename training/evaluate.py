@@ -41,6 +41,7 @@ from rsdl_qgis_plugin.core.confusion_chart import confusion_figure
 from rsdl_qgis_plugin.core.errors import RsdlError
 from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
 
+from .data.classes import IGNORE_INDEX
 from .reports.curves import write_training_curves
 from .reports.figures import class_names, save_png
 from .reports.samples import Sample, write_sample_grid
@@ -156,7 +157,8 @@ def evaluate(
     run_on = torch_device(device)
     net = net.to(run_on).eval()
     metrics: ConfusionMetrics | None = None
-    statistics = ClassStatistics(ignore_value=-1 if spec.ignore_index is None else spec.ignore_index)
+    # Batches mark unlabelled pixels with IGNORE_INDEX (spec.ignore_index is the raster's value).
+    statistics = ClassStatistics(ignore_value=IGNORE_INDEX)
     shown: list[Sample] = []
     items = 0
     with torch.inference_mode():
@@ -171,7 +173,7 @@ def evaluate(
             reference = batch[target_key].to(run_on).long()
             logits = net(images)
             if metrics is None:
-                metrics = ConfusionMetrics(class_count(spec, logits.shape[1]), spec.ignore_index, run_on)
+                metrics = ConfusionMetrics(class_count(spec, logits.shape[1]), IGNORE_INDEX, run_on)
             predictions = predicted_classes(logits, spec)
             metrics.update(predictions, reference)
             statistics.add_block(reference.cpu().numpy())

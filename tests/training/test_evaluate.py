@@ -13,17 +13,18 @@ from matplotlib.image import imread
 from torch import nn
 
 from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+from training.data.classes import IGNORE_INDEX
 from training.evaluate import evaluate, load_datamodule, main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # what the data sets put in batches for unlabelled pixels
 NAMES = {0: "background", 1: "building", 2: "water", 3: "forest"}
 SEG_SPEC = ModelSpec(
     model_type=ModelType.SEGMENTOR,
     class_names=NAMES,
     class_colors={1: "#e31a1c", 2: "#1f78b4"},
     bands=(1, 2, 3, 4),
-    ignore_index=IGNORE,
+    ignore_index=255,  # the raster value; batches carry IGNORE_INDEX instead
 )
 LIGHTNING_CSV = """epoch,step,lr-AdamW,train_loss_step,train_loss_epoch,val_loss,val_iou
 0,4,0.001,0.9,,,
