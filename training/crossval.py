@@ -127,7 +127,8 @@ def summary_table(document: dict[str, Any]) -> str:
 
     for position, name in enumerate(names):
         pooled = document["pooled"]["classes"][position]["iou"]
-        lines.append(f"| {name} | " + " | ".join(cell(f["iou"].get(name)) for f in folds) + f" | {cell(pooled)} |")
+        per_fold = " | ".join(cell(f["iou"].get(name)) for f in folds)
+        lines.append(f"| {name} | {per_fold} | {cell(pooled)} |")
     lines.append(
         "| mean IoU | "
         + " | ".join(cell(f["mean_iou"]) for f in folds)

@@ -46,8 +46,7 @@ def _gdal_labelled_pixels(raster, labels) -> int:
     target = gdal.GetDriverByName("MEM").Create("", source.RasterXSize, source.RasterYSize, 1, gdal.GDT_Byte)
     target.SetGeoTransform(source.GetGeoTransform())
     target.SetProjection(source.GetProjection())
-    vectors = gdal.VectorTranslate("/vsimem/labels.gpkg", str(labels), dstSRS=source.GetProjection())
-    vectors = None
+    gdal.VectorTranslate("/vsimem/labels.gpkg", str(labels), dstSRS=source.GetProjection()).Close()
     datasource = ogr.Open("/vsimem/labels.gpkg")
     gdal.RasterizeLayer(target, [1], datasource.GetLayer(0), burn_values=[1])
     count = int(np.count_nonzero(target.ReadAsArray()))
@@ -71,13 +70,10 @@ def test_crossval_fits_evaluates_and_pools_every_fold(vector_scene, run_training
     document = json.loads((tmp_path / "cv" / "cv_metrics.json").read_text(encoding="utf-8"))
     assert document["folds"] == 2 and len(document["per_fold"]) == 2
     assert (tmp_path / "cv" / "cv_confusion_matrix.png").stat().st_size > 1000
+    reports = [tmp_path / "cv" / f"fold_{k}" / "evaluation" / "metrics.json" for k in range(2)]
     fold_matrices = [
-        np.asarray(
-            json.loads((tmp_path / "cv" / f"fold_{k}" / "evaluation" / "metrics.json").read_text(encoding="utf-8"))[
-                "confusion_matrix"
-            ]["values"]
-        )
-        for k in range(2)
+        np.asarray(json.loads(path.read_text(encoding="utf-8"))["confusion_matrix"]["values"])
+        for path in reports
     ]
     pooled = np.asarray(document["pooled"]["confusion_matrix"]["values"])
     assert np.array_equal(pooled, fold_matrices[0] + fold_matrices[1])
@@ -89,5 +85,6 @@ def test_crossval_fits_evaluates_and_pools_every_fold(vector_scene, run_training
 
 
 def test_crossval_refuses_fewer_than_two_folds(run_training, tmp_path):
-    code, output = run_training(["crossval", "--config", "x.yaml", "--output", "cv", "--folds", "1"], tmp_path)
+    arguments = ["crossval", "--config", "x.yaml", "--output", "cv", "--folds", "1"]
+    code, output = run_training(arguments, tmp_path)
     assert code == 2 and "--folds must be at least 2" in output
