@@ -64,4 +64,11 @@ def build_classifier(
     _replace_head(net, num_classes)
     if weights:
         load_matching(net, read_weights(weights))
+    else:
+        # torchvision's MobileNetV3/EfficientNet use BatchNorm momentum 0.01, tuned for long
+        # ImageNet schedules: trained from scratch for a few hundred steps, their running
+        # statistics stay near the initial values and the net predicts one class in eval mode.
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = 0.1
     return net
