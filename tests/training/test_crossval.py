@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from osgeo import gdal, ogr
 
+from tests.rasterize_cases import gdal_rasterize_oracle
 from training.crossval import summary_table
 
 CONFIG = """
@@ -40,21 +40,6 @@ data:
 """
 
 
-def _gdal_labelled_pixels(raster, labels) -> int:
-    """Pixels inside any label polygon on the raster's grid, burnt by GDAL (reprojected by OGR)."""
-    source = gdal.Open(str(raster))
-    target = gdal.GetDriverByName("MEM").Create("", source.RasterXSize, source.RasterYSize, 1, gdal.GDT_Byte)
-    target.SetGeoTransform(source.GetGeoTransform())
-    target.SetProjection(source.GetProjection())
-    gdal.VectorTranslate("/vsimem/labels.gpkg", str(labels), dstSRS=source.GetProjection()).Close()
-    datasource = ogr.Open("/vsimem/labels.gpkg")
-    gdal.RasterizeLayer(target, [1], datasource.GetLayer(0), burn_values=[1])
-    count = int(np.count_nonzero(target.ReadAsArray()))
-    datasource = None
-    gdal.Unlink("/vsimem/labels.gpkg")
-    return count
-
-
 def test_crossval_fits_evaluates_and_pools_every_fold(vector_scene, run_training, tmp_path):
     config = tmp_path / "cv.yaml"
     config.write_text(
@@ -79,7 +64,8 @@ def test_crossval_fits_evaluates_and_pools_every_fold(vector_scene, run_training
     assert np.array_equal(pooled, fold_matrices[0] + fold_matrices[1])
     assert all(m.sum() > 0 for m in fold_matrices), "each fold must hold out labelled pixels"
     # the folds partition the ground and held-out chips do not overlap: every labelled pixel once
-    assert pooled.sum() == _gdal_labelled_pixels(vector_scene["raster"], vector_scene["labels"])
+    labelled = gdal_rasterize_oracle(vector_scene["labels"], vector_scene["raster"], 1)
+    assert pooled.sum() == int(np.count_nonzero(labelled))
     assert [c["name"] for c in document["pooled"]["classes"]] == ["building", "water"]
     assert "| mean IoU |" in output and "pooled" in summary_table(document)
 
