@@ -361,6 +361,9 @@ class StreamingBlender:
 
 def _normalise(sums: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """sums / weights per pixel, NaN where the weight is zero."""
-    blended = np.divide(sums, weights, out=out, where=weights > 0)
-    blended[:, weights <= 0] = np.nan
+    covered = weights > 0
+    if covered.all():  # the usual case: no masked division, no NaN to set
+        return np.divide(sums, weights, out=out)
+    blended = np.divide(sums, weights, out=out, where=covered)
+    blended[:, ~covered] = np.nan
     return blended

@@ -305,6 +305,19 @@ def _import_torch() -> Any:
     return torch
 
 
+def onnx_session_options(threads: int = 0) -> Any:
+    """The onnxruntime SessionOptions rsdl runs models with (threads 0: the runtime's default)."""
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = _ORT_ERRORS_ONLY
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    # Idle pool threads sleep instead of spinning between runs: spinning takes the CPUs from
+    # the tile reader and the blending, which run between (and beside) model batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxBackend(ModelBackend):
     """An onnxruntime session: CUDA when available (unless device is "cpu"), else the CPU."""
 
@@ -312,10 +325,7 @@ class OnnxBackend(ModelBackend):
 
     def __init__(self, path: str, threads: int = 0, device: str = "auto") -> None:
         ort = _import_onnxruntime()
-        options = ort.SessionOptions()
-        options.log_severity_level = _ORT_ERRORS_ONLY
-        if threads > 0:
-            options.intra_op_num_threads = threads
+        options = onnx_session_options(threads)
         cuda = CUDA_PROVIDER in ort.get_available_providers()
         if device == "cuda" and not cuda:
             raise ModelError(

@@ -28,7 +28,11 @@ PREFETCH_BATCHES = 2
 
 
 class WindowReader(Protocol):
-    """Reads windows of the processing grid: (bands, rows, cols) data and a (rows, cols) valid mask."""
+    """Reads windows of the processing grid: (bands, rows, cols) data and a (rows, cols) valid mask.
+
+    Data may come in the raster's own type (e.g. uint8): it is converted to float32 once per
+    batch, when normalised. It must be finite.
+    """
 
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -92,7 +96,7 @@ class HeadLayout:
 class _TileData:
     tile: TileWindow
     data: np.ndarray | None  # (bands, tile, tile), None when the tile holds no valid pixel
-    valid: np.ndarray | None
+    valid: np.ndarray | None  # (tile, tile); None when every pixel is valid (or there is no data)
 
 
 class _Prefetcher:
@@ -129,11 +133,10 @@ class _Prefetcher:
                     item = _TileData(tile, None, None)
                 else:
                     padding = tile.padding(width, height)
-                    item = _TileData(
-                        tile,
-                        pad_tile(data, padding),
-                        np.pad(valid, padding, mode="constant", constant_values=False),
-                    )
+                    # An all-valid tile needs no mask: blending then skips weighting by it
+                    # (padding lies outside the raster, which the blender never keeps).
+                    mask = None if valid.all() else np.pad(valid, padding, constant_values=False)
+                    item = _TileData(tile, pad_tile(data, padding), mask)
                 if not self._put(item):
                     return
         except BaseException as error:  # handed to the consumer thread, which raises it
@@ -287,7 +290,9 @@ class TiledInference:
                 continue
             for head, (layout, blender) in enumerate(zip(self.heads, blenders)):
                 values, covered = layout.to_tile(outputs[head][position], self.settings.tile_size)
-                valid = entry.valid if covered is None else entry.valid & covered
+                valid = entry.valid
+                if covered is not None:
+                    valid = covered if valid is None else valid & covered
                 blender.add(entry.tile, values, valid)
             position += 1
         for blender, sink in zip(blenders, sinks):

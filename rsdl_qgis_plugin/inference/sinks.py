@@ -32,23 +32,47 @@ def class_nodata_value(class_values: list[int]) -> tuple[np.dtype, int]:
 
 
 def classes_and_confidence(
-    values: np.ndarray, seg_thresh: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class per pixel, its probability, and where there is no data (NaN).
+    values: np.ndarray, seg_thresh: float, class_dtype: np.dtype, class_nodata: int, confidence: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class per pixel (``class_nodata`` where there is no data) and, when asked, its probability
+    (NaN where there is no data). A pixel is nodata when any channel is NaN.
 
     One channel is the probability of class 1 (class 0 below ``seg_thresh``), as in Deepness;
-    several channels are per-class probabilities (argmax).
+    several channels are per-class probabilities (argmax: the first of equal maxima wins).
+    Works on (rows, width) planes with arithmetic rather than masked assignment: an argmax over
+    the channel axis copies the whole array, and masked writes are slow on scattered masks.
     """
-    nodata = np.isnan(values).any(axis=0)
-    filled = np.where(np.isnan(values), 0.0, values)
+    class_dtype = np.dtype(class_dtype)
     if values.shape[0] == 1:
-        probability = filled[0]
-        classes = (probability >= seg_thresh).astype(np.int64)
-        confidence = np.where(classes == 1, probability, 1.0 - probability)
+        probability = values[0]
+        foreground = probability >= seg_thresh
+        classes = foreground.astype(class_dtype)
+        certainty = None
+        if confidence:  # NaN stays NaN: no nodata fill needed
+            certainty = np.where(foreground, probability, np.float32(1.0) - probability).astype(
+                np.float32, copy=False
+            )
+        nodata = np.isnan(probability)
     else:
-        classes = filled.argmax(axis=0)
-        confidence = filled.max(axis=0)
-    return classes, confidence.astype(np.float32), nodata
+        # Running maximum over the channels. A later channel wins only when strictly higher, so
+        # the class index only grows: classes = max(classes, channel * higher) is the argmax.
+        # np.maximum propagates NaN, so the maximum is NaN exactly where some channel is.
+        certainty = values[0].astype(np.float32, copy=True)
+        classes = np.zeros(certainty.shape, dtype=class_dtype)
+        higher = np.empty(certainty.shape, dtype=bool)
+        candidate = np.empty(certainty.shape, dtype=class_dtype)
+        for channel in range(1, values.shape[0]):
+            np.greater(values[channel], certainty, out=higher)
+            np.multiply(higher, class_dtype.type(channel), out=candidate)
+            np.maximum(classes, candidate, out=classes)
+            np.maximum(certainty, values[channel], out=certainty)
+        nodata = np.isnan(certainty)
+        if not confidence:
+            certainty = None
+    if nodata.any():
+        classes *= ~nodata
+        classes += nodata * class_dtype.type(class_nodata)
+    return classes, certainty
 
 
 class SegmentationSink:
@@ -65,16 +89,19 @@ class SegmentationSink:
         self.class_writer = class_writer
         self.confidence_writer = confidence_writer
         self.seg_thresh = seg_thresh
-        self.class_dtype = class_dtype
+        self.class_dtype = np.dtype(class_dtype)
         self.class_nodata = class_nodata
 
     def write_rows(self, first_row: int, values: np.ndarray) -> None:
-        classes, confidence, nodata = classes_and_confidence(values, self.seg_thresh)
-        classes = classes.astype(self.class_dtype)
-        classes[nodata] = self.class_nodata
+        classes, confidence = classes_and_confidence(
+            values,
+            self.seg_thresh,
+            self.class_dtype,
+            self.class_nodata,
+            confidence=self.confidence_writer is not None,
+        )
         self.class_writer.write_rows(first_row, classes[None])
         if self.confidence_writer is not None:
-            confidence[nodata] = FLOAT_NODATA
             self.confidence_writer.write_rows(first_row, confidence[None])
 
 

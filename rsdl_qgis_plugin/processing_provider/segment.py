@@ -56,6 +56,7 @@ from ..qgis_io.processing_grid import processing_grid
 from ..qgis_io.provider_reader import ProviderWindowReader
 from ..qgis_io.raster_description import RasterDescription, class_raster_description
 from ..qgis_io.raster_writer import GeoTiffRowWriter
+from ..qgis_io.stripe_reader import stripe_reader_factory
 from ..qgis_io.styling import write_class_style
 from .layer_styling import ClassRasterStyler, ClassVectorStyler
 from .model_algorithm import ModelAlgorithm
@@ -401,9 +402,14 @@ class SegmentAlgorithm(ModelAlgorithm):
                     area_layer, grid, Path(work) / "area.tif", context.transformContext()
                 )
             source = provider.clone()
+            # A file at its own pixels is read straight from GDAL; anything else through QGIS.
+            stripe_reader = stripe_reader_factory(layer, grid, bands)
+            feedback.pushDebugInfo(
+                "Reading: " + ("GDAL, one stripe per tile row." if stripe_reader else "the QGIS provider.")
+            )
 
             def reader_factory():
-                reader = ProviderWindowReader(source, grid, bands)
+                reader = stripe_reader() if stripe_reader else ProviderWindowReader(source, grid, bands)
                 return MaskedWindowReader(reader, mask_path) if mask_path else reader
 
             # Polygons need confidences: a temporary raster when none was asked for.

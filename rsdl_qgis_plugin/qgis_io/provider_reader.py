@@ -3,6 +3,8 @@
 Going through the provider (not GDAL directly) lets every layer QGIS can show be processed:
 files, VRTs, WMS/XYZ basemaps. The provider resamples when the processing grid differs from
 the raster's own. Providers are not thread-safe: each reader owns a clone used on one thread.
+Raster files at their own pixels have a faster path with the same result (stripe_reader.py);
+the nodata rules both follow are here (``valid_pixels``, ``zero_non_finite``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from qgis.core import Qgis, QgsRaster, QgsRasterDataProvider, QgsRectangle
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
 
-_NUMPY_TYPES = {
+NUMPY_TYPES = {
     Qgis.Byte: np.uint8,
     Qgis.UInt16: np.uint16,
     Qgis.Int16: np.int16,
@@ -23,6 +25,27 @@ _NUMPY_TYPES = {
     Qgis.Float64: np.float64,
 }
 _ARGB_TYPES = (Qgis.ARGB32, Qgis.ARGB32_Premultiplied)
+
+
+def valid_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Where ``values`` carry data: not the nodata value (None: none) and finite."""
+    valid = np.ones(values.shape, dtype=bool)
+    if nodata is not None:
+        valid &= ~np.isnan(values) if np.isnan(nodata) else values != nodata
+    if values.dtype.kind == "f":
+        valid &= np.isfinite(values)
+    return valid
+
+
+def zero_non_finite(data: np.ndarray) -> np.ndarray:
+    """Set NaN and infinities to 0, in place (float data; integers pass unchanged).
+
+    NaN nodata must not reach the model: a convolution would spread it over valid pixels
+    (a nodata halo) and a classifier's pooling over the whole crop.
+    """
+    if data.dtype.kind == "f":
+        np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return data
 
 
 def provider_band_count(provider: QgsRasterDataProvider) -> int:
@@ -37,7 +60,7 @@ def provider_dtype_name(provider: QgsRasterDataProvider) -> str:
     data_type = provider.dataType(1)
     if data_type in _ARGB_TYPES:
         return "uint8"
-    return np.dtype(_NUMPY_TYPES.get(data_type, np.float64)).name
+    return np.dtype(NUMPY_TYPES.get(data_type, np.float64)).name
 
 
 def alpha_band(provider: QgsRasterDataProvider) -> int | None:
@@ -75,16 +98,10 @@ class ProviderWindowReader:
                 "be truncated or corrupt: check it (gdalinfo -checksum) or copy or export it again."
             )
         data_type = block.dataType()
-        if data_type not in _NUMPY_TYPES:
+        if data_type not in NUMPY_TYPES:
             raise RsdlError(f"Raster band {band} has an unsupported data type ({data_type}).")
-        values = np.frombuffer(bytes(block.data()), dtype=_NUMPY_TYPES[data_type]).reshape(rows, cols)
-        valid = np.ones((rows, cols), dtype=bool)
-        if block.hasNoDataValue():
-            nodata = block.noDataValue()
-            valid &= ~np.isnan(values) if np.isnan(nodata) else values != nodata
-        if values.dtype.kind == "f":
-            valid &= np.isfinite(values)
-        return values, valid
+        values = np.frombuffer(bytes(block.data()), dtype=NUMPY_TYPES[data_type]).reshape(rows, cols)
+        return values, valid_pixels(values, block.noDataValue() if block.hasNoDataValue() else None)
 
     def _argb(self, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         block = self.provider.block(1, extent, cols, rows)
@@ -129,7 +146,4 @@ class ProviderWindowReader:
         if self.alpha is not None:
             alpha, _ = self._band(self.alpha, extent, rows, cols)
             valid &= alpha > 0
-        # NaN nodata must not reach the model: a convolution would spread it over valid pixels
-        # (a nodata halo) and a classifier's pooling over the whole crop.
-        np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        return data, valid
+        return zero_non_finite(data), valid

@@ -279,7 +279,7 @@ def _instrument() -> dict[str, list[float]]:
     from rsdl_qgis_plugin.core import tiling
     from rsdl_qgis_plugin.core.model_spec import ModelSpec
     from rsdl_qgis_plugin.inference import backends, engine, sinks
-    from rsdl_qgis_plugin.qgis_io import provider_reader, raster_writer
+    from rsdl_qgis_plugin.qgis_io import provider_reader, raster_writer, stripe_reader
 
     timers: dict[str, list[float]] = {}
 
@@ -301,6 +301,8 @@ def _instrument() -> dict[str, list[float]]:
     for owner, name, label in (
         (provider_reader.ProviderWindowReader, "read", READ),
         (provider_reader.ProviderWindowReader, "_band", "reader:   provider.block + copy + mask"),
+        (stripe_reader.GdalStripeReader, "read", READ + " (GDAL stripes)"),
+        (stripe_reader.GdalStripeReader, "_read_stripe", "reader:   GDAL stripe read"),
         (engine, "pad_tile", "reader: pad_tile"),
         (engine.TiledInference, "__init__", "main: TiledInference() (plan, probe run)"),
         (engine.TiledInference, "run", RUN),
@@ -406,10 +408,9 @@ def _session_and_spec(model: str, threads: int) -> tuple[Any, Any]:
     import onnxruntime
 
     from rsdl_qgis_plugin.core.model_spec import ModelSpec
+    from rsdl_qgis_plugin.inference.backends import onnx_session_options
 
-    options = onnxruntime.SessionOptions()
-    if threads > 0:
-        options.intra_op_num_threads = threads
+    options = onnx_session_options(threads)  # the same settings as the engine's, for a like-for-like ratio
     session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     return session, ModelSpec.from_metadata(session.get_modelmeta().custom_metadata_map)
 

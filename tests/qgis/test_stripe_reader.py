@@ -1,0 +1,137 @@
+"""The GDAL stripe reader gives exactly the provider reader's tiles, or is not used at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsRasterLayer, QgsRasterRange
+
+from rsdl_qgis_plugin.core.grid import RasterGrid
+from rsdl_qgis_plugin.core.tiling import TilePlan
+from rsdl_qgis_plugin.qgis_io.processing_grid import processing_grid
+from rsdl_qgis_plugin.qgis_io.provider_reader import ProviderWindowReader
+from rsdl_qgis_plugin.qgis_io.stripe_reader import stripe_reader_factory
+
+
+def _layer(path: Path) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), path.stem, "gdal")
+    assert layer.isValid(), path
+    return layer
+
+
+def _window_grid(layer: QgsRasterLayer, col: int, row: int, width: int, height: int) -> RasterGrid:
+    own, _ = processing_grid(layer, None, None, False)
+    return RasterGrid(width, height, own.window_geotransform(col, row), own.crs_wkt)
+
+
+def _assert_same_tiles(
+    layer: QgsRasterLayer, grid: RasterGrid, bands: tuple[int, ...], tile: int, nodata: bool
+) -> None:
+    """Every tile of a plan (edge and partial tiles included) reads the same through both readers;
+    ``nodata``: whether some pixel is nodata."""
+    factory = stripe_reader_factory(layer, grid, bands)
+    assert factory is not None, "the stripe reader should serve this raster"
+    stripe = factory()
+    provider = ProviderWindowReader(layer.dataProvider().clone(), grid, bands)
+    plan = TilePlan(grid.width, grid.height, tile, tile // 4)
+    partial = invalid = 0
+    for window in plan.tiles:
+        row, col, rows, cols = window.read_window(grid.width, grid.height)
+        partial += (rows, cols) != (tile, tile)
+        fast_data, fast_valid = stripe.read(row, col, rows, cols)
+        data, valid = provider.read(row, col, rows, cols)
+        np.testing.assert_array_equal(fast_valid, valid)
+        invalid += int((~valid).sum())
+        # The engine converts to float32 when it normalises; the provider reader already has.
+        fast = fast_data.astype(np.float32)
+        assert fast.tobytes() == data.tobytes(), f"tile {window.index} differs"
+    assert partial, "the plan should hold partial tiles at the raster's edges"
+    assert bool(invalid) == nodata
+
+
+@pytest.mark.parametrize(
+    ("relative", "bands", "nodata"),
+    [
+        ("rasterio_rgb/RGB.byte.tif", (1, 2, 3), True),  # uint8, nodata 0 (a black collar)
+        ("rasterio_rgb/RGB.byte.tif", (3, 1), True),  # a subset of bands, reordered
+        ("solaris_atlanta/sample_geotiff.tif", (1,), False),  # uint16, nodata 0 declared, unused
+        ("deepness_peer/dummy_fotomap_small.tif", (1, 2, 3), False),  # uint8 + alpha band, all opaque
+        ("rsgislib_aber_s2/sen2_20210527_aber_mosaic.vrt", (3, 2, 1), False),  # a VRT mosaic, uint16
+    ],
+)
+def test_stripe_tiles_equal_provider_tiles(relative, bands, nodata, shared_data, qgis_app):
+    layer = _layer(shared_data / relative)
+    grid, resampled = processing_grid(layer, None, None, False)
+    assert not resampled
+    _assert_same_tiles(layer, grid, bands, tile=96, nodata=nodata)
+
+
+def test_a_window_of_the_raster_reads_the_same(shared_data, qgis_app):
+    layer = _layer(shared_data / "rasterio_rgb/RGB.byte.tif")
+    _assert_same_tiles(layer, _window_grid(layer, 37, 21, 301, 257), (1, 2, 3), tile=64, nodata=True)
+
+
+def _write(path: Path, values: np.ndarray, nodata: float | None = None, alpha: bool = False) -> Path:
+    """A small GeoTIFF in UTM; with ``alpha`` the last band is an alpha band."""
+    gdal_type = gdal.GDT_Float32 if values.dtype == np.float32 else gdal.GDT_Byte
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(path),
+        values.shape[2],
+        values.shape[1],
+        values.shape[0],
+        gdal_type,
+        ["ALPHA=YES"] if alpha else [],
+    )
+    dataset.SetGeoTransform((500000.0, 2.0, 0.0, 100000.0, 0.0, -2.0))
+    dataset.SetProjection("EPSG:32636")
+    for band, plane in enumerate(values, start=1):
+        dataset.GetRasterBand(band).WriteArray(plane)
+        if nodata is not None:
+            dataset.GetRasterBand(band).SetNoDataValue(nodata)
+    dataset = None
+    return path
+
+
+def test_float_raster_with_nan_nodata_and_infinities(tmp_path, qgis_app):
+    values = np.random.default_rng(1).normal(size=(2, 150, 170)).astype(np.float32)
+    values[:, 10:40, 20:60] = np.nan
+    values[0, 100:105, 3] = np.inf
+    values[1, 7, 150:160] = -np.inf
+    layer = _layer(_write(tmp_path / "float.tif", values, nodata=float("nan")))
+    grid, _ = processing_grid(layer, None, None, False)
+    _assert_same_tiles(layer, grid, (1, 2), tile=64, nodata=True)
+
+
+def test_alpha_band_zeros_are_nodata(tmp_path, qgis_app):
+    values = np.random.default_rng(2).integers(0, 256, (4, 130, 140), dtype=np.uint8)
+    values[3] = 255
+    values[3, 50:90, :33] = 0
+    layer = _layer(_write(tmp_path / "alpha.tif", values, alpha=True))
+    grid, _ = processing_grid(layer, None, None, False)
+    _assert_same_tiles(layer, grid, (1, 2, 3), tile=64, nodata=True)
+
+
+def test_rasters_the_provider_changes_stay_on_the_provider_path(shared_data, tmp_path, qgis_app):
+    source = gdal.Open(str(shared_data / "rasterio_rgb/RGB.byte.tif"))
+    scaled = tmp_path / "scaled.tif"
+    gdal.Translate(str(scaled), source, options="-a_scale 2 -a_offset 1")
+    masked = tmp_path / "masked.tif"  # a per-dataset mask band: QGIS shows it as an alpha band
+    gdal.Translate(str(masked), source, options="-a_nodata none -mask 1")
+    for path in (scaled, masked):
+        layer = _layer(path)
+        grid, _ = processing_grid(layer, None, None, False)
+        assert stripe_reader_factory(layer, grid, (1, 2, 3)) is None, path.name
+
+    layer = _layer(shared_data / "rasterio_rgb/RGB.byte.tif")
+    own, _ = processing_grid(layer, None, None, False)
+    x0, dx, _, y0, _, dy = own.geotransform
+    half_pixel = RasterGrid(100, 100, (x0 + dx / 2, dx, 0.0, y0, 0.0, dy), own.crs_wkt)
+    coarser = RasterGrid(100, 100, (x0, 2 * dx, 0.0, y0, 0.0, 2 * dy), own.crs_wkt)
+    for grid in (half_pixel, coarser):
+        assert stripe_reader_factory(layer, grid, (1, 2, 3)) is None
+
+    layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(0, 10)])
+    assert stripe_reader_factory(layer, own, (1, 2, 3)) is None
