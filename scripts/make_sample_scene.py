@@ -37,7 +37,7 @@ osr.UseExceptions()
 
 RASTER_EPSG = 32636
 LABEL_EPSG = 4326
-ORIGIN_X = 450000.0  # upper-left corner, UTM 36N, a few km west of Kampala
+ORIGIN_X = 450000.0  # default upper-left corner, UTM 36N, a few km west of Kampala
 ORIGIN_Y = 40000.0
 FIXED_TIMESTAMP = "2024-01-01T00:00:00.000Z"  # keeps the GeoPackage metadata reproducible
 
@@ -72,6 +72,8 @@ class Frame:
 
     size_px: int
     pixel_size: float
+    origin_x: float = ORIGIN_X  # upper-left corner
+    origin_y: float = ORIGIN_Y
 
     @property
     def extent_m(self) -> float:
@@ -81,17 +83,17 @@ class Frame:
     @property
     def xmin(self) -> float:
         """Western edge."""
-        return ORIGIN_X
+        return self.origin_x
 
     @property
     def ymin(self) -> float:
         """Southern edge."""
-        return ORIGIN_Y - self.extent_m
+        return self.origin_y - self.extent_m
 
     @property
     def geotransform(self) -> tuple[float, float, float, float, float, float]:
         """GDAL geotransform of the north-up raster."""
-        return (ORIGIN_X, self.pixel_size, 0.0, ORIGIN_Y, 0.0, -self.pixel_size)
+        return (self.origin_x, self.pixel_size, 0.0, self.origin_y, 0.0, -self.pixel_size)
 
     def world(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Convert scene-local metres (from the SW corner) to UTM coordinates."""
@@ -766,6 +768,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ground sampling distance in metres (default 0.5)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--origin",
+        type=float,
+        nargs=2,
+        metavar=("X", "Y"),
+        default=(ORIGIN_X, ORIGIN_Y),
+        help=f"upper-left corner in EPSG:{RASTER_EPSG} metres (default {ORIGIN_X:.0f} {ORIGIN_Y:.0f}); "
+        "scenes side by side share one map without overlapping labels",
+    )
     args = parser.parse_args(argv)
     if args.size < 128:
         parser.error("--size must be at least 128")
@@ -778,7 +789,7 @@ def main(argv: list[str] | None = None) -> None:
     """Build the scene and write scene.tif and labels.gpkg."""
     args = parse_args(argv)
     args.outdir.mkdir(parents=True, exist_ok=True)
-    frame = Frame(args.size, args.pixel_size)
+    frame = Frame(args.size, args.pixel_size, *args.origin)
     scene = build_scene(frame, args.seed)
     image_path, labels_path = args.outdir / "scene.tif", args.outdir / "labels.gpkg"
     write_image(scene, image_path, args.seed)

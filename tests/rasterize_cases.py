@@ -124,20 +124,33 @@ def read_category_names(path: str | Path) -> list[str]:
 
 
 def gdal_rasterize_oracle(
-    vector_path: str | Path, grid_raster: str | Path, burn: int, all_touched: bool = False
+    vector_path: str | Path,
+    grid_raster: str | Path,
+    burn: int,
+    all_touched: bool = False,
+    layer: str | None = None,
+    where: str | None = None,
 ) -> np.ndarray:
-    """GDAL's own rasterization of a vector file (reprojected by OGR) on a raster's grid."""
+    """GDAL's own rasterization of a vector file (reprojected by OGR) on a raster's grid.
+
+    ``layer`` (default: the first) and ``where`` (an OGR SQL filter) pick the features burnt."""
     grid = gdal.Open(str(grid_raster))
     target = gdal.GetDriverByName("MEM").Create("", grid.RasterXSize, grid.RasterYSize, 1, gdal.GDT_Byte)
     target.SetGeoTransform(grid.GetGeoTransform())
     target.SetProjection(grid.GetProjection())
     srs = osr.SpatialReference(wkt=grid.GetProjection())
     reprojected = gdal.VectorTranslate(
-        "", str(vector_path), format="Memory", dstSRS=srs, reproject=True
+        "",
+        str(vector_path),
+        format="Memory",
+        dstSRS=srs,
+        reproject=True,
+        layers=[layer] if layer else None,
+        where=where,
     )  # OGR reprojection: an oracle independent of QGIS's transform
-    layer = reprojected.GetLayer(0)
     options = ["ALL_TOUCHED=TRUE"] if all_touched else []
-    assert gdal.RasterizeLayer(target, [1], layer, burn_values=[burn], options=options) == 0
+    burnt = reprojected.GetLayer(0)
+    assert gdal.RasterizeLayer(target, [1], burnt, burn_values=[burn], options=options) == 0
     return target.GetRasterBand(1).ReadAsArray()
 
 

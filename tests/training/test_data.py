@@ -10,6 +10,7 @@ import torch
 
 from rsdl_qgis_plugin.core.chips import ChipWindow
 from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.errors import RsdlError
 from rsdl_qgis_plugin.core.model_spec import ModelSpec
 from training.data import (
     IGNORE_INDEX,
@@ -156,6 +157,61 @@ def test_masks_follow_the_label_rules(vector_scene, tmp_path):
         assert mask.nodata == 255
     assert (pixels[4:16, 4:16] == 1).all() and (pixels[70:100, 70:100] == 2).all()
     assert pixels[50, 30] == 0
+
+
+def _roads_oracle(labels, raster) -> np.ndarray:
+    """OGR's own: every road reprojected, buffered by half its width_m and burnt by GDAL."""
+    from osgeo import gdal, ogr, osr
+
+    grid = gdal.Open(str(raster))
+    target = gdal.GetDriverByName("MEM").Create("", grid.RasterXSize, grid.RasterYSize, 1, gdal.GDT_Byte)
+    target.SetGeoTransform(grid.GetGeoTransform())
+    target.SetProjection(grid.GetProjection())
+    utm = osr.SpatialReference(wkt=grid.GetProjection())
+    dataset = ogr.Open(str(labels))  # must outlive its layer
+    source = dataset.GetLayerByName("roads")
+    lonlat = source.GetSpatialRef().Clone()
+    lonlat.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    to_utm = osr.CoordinateTransformation(lonlat, utm)
+    memory = ogr.GetDriverByName("Memory").CreateDataSource("")
+    buffered = memory.CreateLayer("roads", utm, ogr.wkbPolygon)
+    for feature in source:
+        geometry = feature.GetGeometryRef().Clone()
+        geometry.Transform(to_utm)
+        polygon = ogr.Feature(buffered.GetLayerDefn())
+        polygon.SetGeometry(geometry.Buffer(feature.GetField("width_m") / 2, 8))
+        buffered.CreateFeature(polygon)
+    assert gdal.RasterizeLayer(target, [1], buffered, burn_values=[1]) == 0
+    return target.GetRasterBand(1).ReadAsArray().astype(bool)
+
+
+def test_lines_are_burnt_at_the_width_of_their_buffer_field(sample_scene, tmp_path):
+    """rsdl:rasterizelabels' BUFFER_FIELD: each road as wide as its width_m (6 or 10 m here)."""
+    labels = sample_scene / "labels.gpkg"
+    module = RasterVectorDataModule(
+        str(sample_scene / "scene.tif"),
+        f"{labels}|layername=roads",
+        field="class_name",
+        buffer_width=1.0,  # only for features whose width_m is NULL: none here
+        buffer_field="width_m",
+        chip_size=128,
+        block_size=128,
+        cache_dir=str(tmp_path),
+    )
+    module.prepare_data()
+    with rasterio.open(module.mask_path(0)) as mask:
+        roads = mask.read(1) == 1
+    expected = _roads_oracle(labels, sample_scene / "scene.tif")
+    assert roads.sum() > 0.03 * roads.size
+    assert (roads != expected).mean() < 0.002  # pixel centres on the buffer's curved edge may differ
+    unknown = RasterVectorDataModule(
+        str(sample_scene / "scene.tif"),
+        f"{labels}|layername=roads",
+        buffer_field="lanes",
+        cache_dir=str(tmp_path),
+    )
+    with pytest.raises(RsdlError, match="no field 'lanes'"):
+        unknown.prepare_data()
 
 
 def test_sparse_labels_ignore_unlabelled_pixels(vector_scene, tmp_path):

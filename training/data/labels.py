@@ -51,6 +51,8 @@ class LabelOptions:
     ``unlabelled``: "background" for complete labels, "ignore" for sparse samples.
     ``overlap``: "last" (drawing order), "highest" or "lowest" class value wins.
     ``buffer_width``: full width burnt along lines / around points, in the raster CRS's units.
+    ``buffer_field``: a numeric field giving each line or point its own width (same units);
+    NULL falls back to ``buffer_width`` (rsdl:rasterizelabels' BUFFER_FIELD).
     """
 
     field: str | None = None
@@ -62,6 +64,7 @@ class LabelOptions:
     overlap: str = "last"
     all_touched: bool = False
     buffer_width: float = 0.0
+    buffer_field: str | None = None
 
     def __post_init__(self) -> None:
         if self.unlabelled not in UNLABELLED_NAMES:
@@ -176,6 +179,20 @@ def _repair(geometry: BaseGeometry) -> BaseGeometry:
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
+def _buffer_width(attributes: dict[str, Any], options: LabelOptions) -> float:
+    """The full width to burn a line or point with: its own ``buffer_field`` value, if any."""
+    own = attributes.get(options.buffer_field) if options.buffer_field else None
+    return float(own) if _is_number(own) else options.buffer_width
+
+
+def _check_buffer_field(layer: VectorLayer, options: LabelOptions) -> None:
+    """A layer of lines or points must have the width field (polygons are never buffered)."""
+    if not options.buffer_field or not layer.attributes or options.buffer_field in layer.attributes[0]:
+        return
+    if any(g is not None and g.geom_type not in ("Polygon", "MultiPolygon") for g in layer.geometries):
+        raise RsdlError(f"Label layer '{layer.name}' has no field '{options.buffer_field}' (buffer_field).")
+
+
 def burn_shapes(
     layers: Sequence[VectorLayer], options: LabelOptions, crs: CRS, report: LabelReport | None = None
 ) -> list[tuple[BaseGeometry, int]]:
@@ -184,17 +201,21 @@ def burn_shapes(
     per_layer, _ = feature_values(layers, options)
     shapes: list[tuple[BaseGeometry, int]] = []
     for layer, values in zip(layers, per_layer):
-        kept = [(g, v) for g, v in zip(layer.geometries, values) if v is not None and g is not None]
+        _check_buffer_field(layer, options)
+        widths = [_buffer_width(a, options) for a in layer.attributes]
+        kept = [
+            (g, v, w) for g, v, w in zip(layer.geometries, values, widths) if v is not None and g is not None
+        ]
         report.features += len(layer)
         report.skipped_null += sum(v is None for v in values)
         report.skipped_empty += sum(g is None for g, v in zip(layer.geometries, values) if v is not None)
-        moved = _reproject([g for g, _ in kept], layer.crs, crs)
-        for geometry, (_, value) in zip(moved, kept):
+        moved = _reproject([g for g, _, _ in kept], layer.crs, crs)
+        for geometry, (_, value, width) in zip(moved, kept):
             if geometry.geom_type in ("Polygon", "MultiPolygon") and not geometry.is_valid:
                 geometry = _repair(geometry)
                 report.repaired += 1
-            elif options.buffer_width > 0 and geometry.geom_type not in ("Polygon", "MultiPolygon"):
-                geometry = geometry.buffer(options.buffer_width / 2.0, quad_segs=BUFFER_QUAD_SEGMENTS)
+            elif width > 0 and geometry.geom_type not in ("Polygon", "MultiPolygon"):
+                geometry = geometry.buffer(width / 2.0, quad_segs=BUFFER_QUAD_SEGMENTS)
             if not geometry.is_empty:
                 shapes.append((geometry, value))
     # Stable sorts keep drawing order among equal values, as the plugin does.

@@ -53,8 +53,8 @@ class RasterVectorDataModule(RsdlDataModule):
             same bands (e.g. tiles at several zoom levels).
         labels: one or more vector sources (GeoJSON, GeoPackage; ``file.gpkg|layername=x``).
         field, name_field, burn_value, background_value, ignore_value, unlabelled, overlap,
-            all_touched, buffer_width: the label rules of rsdl:rasterizelabels (see LabelOptions).
-            Sparse samples: ``unlabelled: ignore``.
+            all_touched, buffer_width, buffer_field: the label rules of rsdl:rasterizelabels (see
+            LabelOptions). Sparse samples: ``unlabelled: ignore``.
         bands: 1-based raster bands to use, in order (default: all).
         chip_size, stride: chip side and step in pixels (stride defaults to chip_size).
         val_fraction, test_fraction, block_size, seed: spatial split by blocks (block_size in
@@ -78,6 +78,7 @@ class RasterVectorDataModule(RsdlDataModule):
         overlap: str = "last",
         all_touched: bool = False,
         buffer_width: float = 0.0,
+        buffer_field: str | None = None,
         bands: list[int] | None = None,
         chip_size: int = 256,
         stride: int | None = None,
@@ -112,6 +113,7 @@ class RasterVectorDataModule(RsdlDataModule):
             overlap,
             all_touched,
             buffer_width,
+            buffer_field,
         )
         self.raster_sources = [raster] if isinstance(raster, str) else list(raster)
         self.rasters = [RasterInfo.read(path) for path in expand_paths(self.raster_sources)]
