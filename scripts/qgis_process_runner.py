@@ -36,7 +36,10 @@ class QgisProcess:
         self.executable = qgis_process_executable()
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(0o700)  # Qt refuses a runtime directory others can read
-        self.env = dict(os.environ)
+        # pytest-qgis points QGIS_CUSTOM_CONFIG_PATH at a folder every session shares: keep this
+        # runner's settings (enabled plugins) in its own HOME instead.
+        shared = ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH")
+        self.env = {name: value for name, value in os.environ.items() if name not in shared}
         self.env.update(
             HOME=str(home),
             XDG_RUNTIME_DIR=str(home),
@@ -49,12 +52,15 @@ class QgisProcess:
         )
         self.enabled = False
 
-    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        """Run ``qgis_process ARGS`` and return the completed process (text output)."""
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 900, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run ``qgis_process ARGS`` (in ``cwd``, where relative paths resolve) and return the
+        completed process (text output)."""
         if not self.enabled and args[:1] != ("plugins",):
             self.enable_plugin()
         result = subprocess.run(
-            [self.executable, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            [self.executable, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd
         )
         if check and result.returncode != 0:
             raise RuntimeError(
