@@ -17,10 +17,13 @@ QGIS_PROFILE ?= default
 QGIS_PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
 DEMO_DIR    ?= demo_output
 # make demo on your own data: DATA=raster MODEL=model.onnx [LABELS="a.gpkg b.gpkg|layername=x"] [LABEL_FIELD=class]
+# [LABEL_NAME_FIELD=name] [SPARSE_LABELS=1: outside the labels is unknown, not background]
 DATA        ?=
 MODEL       ?=
 LABELS      ?=
 LABEL_FIELD ?=
+LABEL_NAME_FIELD ?=
+SPARSE_LABELS ?=
 PYTEST_ARGS ?=
 
 export QT_QPA_PLATFORM ?= offscreen
@@ -57,9 +60,10 @@ install: ## Install apt packages, the .venv and pinned pip packages (idempotent,
 test: install ## Run every test: unit, QGIS (pytest-qgis), qgis_process, robustness, training, desktop
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: install ## A model end to end on a sample scene: segment, rasterize labels, evaluate, PNG map (own data: DATA=raster MODEL=model.onnx LABELS=vectors LABEL_FIELD=field; DEMO_DIR=...)
+demo: install ## A model end to end on a sample scene: segment, rasterize labels, evaluate, PNG map (own data: DATA=raster MODEL=model.onnx LABELS=vectors LABEL_FIELD=field LABEL_NAME_FIELD=field SPARSE_LABELS=1; DEMO_DIR=...)
 	$(PY) scripts/demo.py '$(DEMO_DIR)' $(if $(DATA),--data '$(DATA)') $(if $(MODEL),--model '$(MODEL)') \
-	  $(foreach source,$(LABELS),--labels '$(source)') $(if $(LABEL_FIELD),--field '$(LABEL_FIELD)')
+	  $(foreach source,$(LABELS),--labels '$(source)') $(if $(LABEL_FIELD),--field '$(LABEL_FIELD)') \
+	  $(if $(LABEL_NAME_FIELD),--name-field '$(LABEL_NAME_FIELD)') $(if $(SPARSE_LABELS),--sparse)
 
 lint: install ## ruff lint and format check
 	$(PY) -m ruff check .

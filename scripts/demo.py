@@ -41,6 +41,7 @@ SAMPLE_LABEL_PARAMETERS = {
     "BUFFER_UNITS": 1,
     "BUFFER_FIELD": "width_m",
 }
+UNLABELLED_IGNORE = 1  # rsdl:rasterizelabels' UNLABELLED option "ignore"
 # Files this demo writes in its output folder (sidecars included), removed before a new run so
 # that nothing stale from an earlier run (e.g. with labels) is listed as this run's output.
 OUTPUT_FILES = (
@@ -77,7 +78,8 @@ def step(title: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line (make demo passes DATA, MODEL, LABELS and LABEL_FIELD through)."""
+    """The command line (make demo passes DATA, MODEL, LABELS, LABEL_FIELD, LABEL_NAME_FIELD and
+    SPARSE_LABELS through)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -94,6 +96,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reference vector labels for --data (repeat for several layers; 'file.gpkg|layername=x')",
     )
     parser.add_argument("--field", help="class field of --labels (default: each labels layer is one class)")
+    parser.add_argument(
+        "--name-field",
+        help="field of --labels holding class names; name them as the model does so that "
+        "rsdl:evaluate matches classes by name (default: matched by value)",
+    )
+    parser.add_argument(
+        "--sparse",
+        action="store_true",
+        help="the labels are samples: pixels outside them are unknown (left out of the "
+        "evaluation), not background",
+    )
     args = parser.parse_args(argv)
     if not args.model.is_file():
         parser.error(f"--model: '{args.model}' is not a file")
@@ -115,7 +128,11 @@ def sample_scene(folder: Path, size: int) -> tuple[Path, list[str]]:
 def demo_inputs(args: argparse.Namespace, out: Path) -> DemoInputs:
     """The user's raster/labels, or the generated sample scene and its labels."""
     model = args.model.resolve()
-    own_labels = {"FIELD": args.field} if args.field else {}  # no field: each layer is one class
+    own_labels: dict[str, object] = {"FIELD": args.field} if args.field else {}  # no field: a class per layer
+    if args.name_field:
+        own_labels["NAME_FIELD"] = args.name_field
+    if args.sparse:
+        own_labels["UNLABELLED"] = UNLABELLED_IGNORE
     if args.data is not None:
         return DemoInputs(args.data.resolve(), model, args.labels, own_labels)
     step("Generating the sample scene")

@@ -109,6 +109,8 @@ def test_make_demo_passes_data_model_and_labels_through():
             "MODEL=my.onnx",
             "LABELS=a.gpkg b.gpkg|layername=roads",
             "LABEL_FIELD=cls",
+            "LABEL_NAME_FIELD=name",
+            "SPARSE_LABELS=1",
             "DEMO_DIR=out",
         ],
         cwd=REPO,
@@ -120,7 +122,7 @@ def test_make_demo_passes_data_model_and_labels_through():
     command = " ".join(result.stdout.replace("\\\n", " ").split())
     assert (
         "scripts/demo.py 'out' --data 'my scene.tif' --model 'my.onnx' --labels 'a.gpkg' "
-        "--labels 'b.gpkg|layername=roads' --field 'cls'"
+        "--labels 'b.gpkg|layername=roads' --field 'cls' --name-field 'name' --sparse"
     ) in command
 
 
