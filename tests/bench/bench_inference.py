@@ -22,6 +22,8 @@ conv 8->3, softmax; dynamic height and width). Its spec says 64 px tiles, but th
 tiles at 16000 px, which measures per-tile Python overhead rather than a realistic workload
 (real segmentation nets run 256-512 px tiles; rsdl's default is 512). Every child uses the
 same GDAL block cache (GDAL_CACHEMAX), so peak RSS reflects the engine, not the cache size.
+fcn_seg costs ~800 multiply-adds per pixel, so it exposes the engine's own overhead;
+``--model-file models/sample_scene_landcover/model.onnx`` benches a real (small) U-Net instead.
 
 Square rasters grow in width too, and the engine's memory is meant to grow with the width (a
 band of tile-size rows), never with the height: a last rsdl run on a raster as wide as the
@@ -646,9 +648,10 @@ def bench_height(args: argparse.Namespace, work: Path, model: Path, env: dict[st
 
 def print_report(results: list[SizeResult], wide: Measured | None, args: argparse.Namespace) -> None:
     threads = args.threads or "onnxruntime's default"
+    model = "/".join(args.model_file.parts[-2:]) if args.model_file else MODEL
     print()
     print(
-        f"segment: fcn_seg.onnx, tiles {args.tile} px, overlap {args.overlap} px, batch {args.batch}, "
+        f"segment: {model}, tiles {args.tile} px, overlap {args.overlap} px, batch {args.batch}, "
         f"pyramid blending; best of {args.repeats};\nGDAL_CACHEMAX={GDAL_CACHE_MB} MB; model threads: "
         f"{threads}; {os.cpu_count()} CPUs"
     )
@@ -828,6 +831,12 @@ def main() -> None:
         help="seconds in all the bench may wait for quiet; once spent it neither waits nor reruns",
     )
     parser.add_argument("--profile", action="store_true", help="time the engine's stages at the largest size")
+    parser.add_argument(
+        "--model-file",
+        type=Path,
+        help="an ONNX segmentation model for 3-band 8-bit input at 50 cm (or none) to bench instead of "
+        "fcn_seg.onnx, e.g. models/sample_scene_landcover/model.onnx: a real net's share of the time",
+    )
     # Internal: the children.
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -857,7 +866,10 @@ def main() -> None:
             "XDG_RUNTIME_DIR": str(home),
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         }
-        model = Path(run_helper("models", ["--output", str(work / "models")], work, env)["path"])
+        if args.model_file:
+            model = args.model_file.resolve()
+        else:
+            model = Path(run_helper("models", ["--output", str(work / "models")], work, env)["path"])
         print(f"bench_inference: sizes {args.sizes}, work folder {work}", flush=True)
         results = []
         for size in args.size_list:
