@@ -73,11 +73,11 @@ def evaluate_fold(checkpoint: Path, output: Path, device: str) -> dict[str, Any]
     from .export import load_checkpoint_net
 
     net, spec = load_checkpoint_net(checkpoint)
-    probe = load_datamodule(checkpoint)
-    chip_size = getattr(probe, "chip_size", None)
-    if getattr(probe, "folds", 0) < 2:
+    # The spec records the split and the chip size: no second data module (or checkpoint read).
+    if (spec.training.get("split") or {}).get("folds", 0) < 2:
         raise RsdlError(f"'{checkpoint}' was not trained with folds >= 2; it has no held-out fold.")
-    datamodule = load_datamodule(checkpoint, stride=chip_size) if chip_size else probe
+    # The spec's tile size is the chip size: a stride of one chip counts each held-out pixel once.
+    datamodule = load_datamodule(checkpoint, stride=spec.tile_size)
     return evaluate(net, spec, dataloader(datamodule, "val"), output, device=device)
 
 
