@@ -31,6 +31,7 @@ from ..core.label_rules import LabelClass, default_class_color
 from ..core.model_spec import ModelSpec, ModelType
 from ..core.tiling import TileWindow
 from .backends import ModelBackend, out_of_memory_error
+from .probabilities import in_unit_range, softmax
 
 DEFAULT_TILE_SIZE = 224  # the usual input of image classifiers (ResNet, EfficientNet...)
 SUM_TOLERANCE = 1e-3
@@ -51,16 +52,6 @@ class Classification:
         return cls(ids, probabilities[np.arange(len(ids)), ids], probabilities)
 
 
-def softmax(values: np.ndarray) -> np.ndarray:
-    """Softmax over axis 1, shifted by the row maximum so large logits do not overflow."""
-    shifted = np.exp(values - values.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _in_unit_range(values: np.ndarray) -> bool:
-    return bool(values.min() >= 0.0 and values.max() <= 1.0)
-
-
 def class_probabilities(output: np.ndarray) -> np.ndarray:
     """(B, C) float32 probabilities from one classifier output head (see the module docstring)."""
     values = np.asarray(output, dtype=np.float32)
@@ -74,10 +65,10 @@ def class_probabilities(output: np.ndarray) -> np.ndarray:
             f"pixel, not one label per crop; {SEGMENT_HINT}."
         )
     if values.shape[1] == 1:
-        score = values[:, 0] if _in_unit_range(values) else 1.0 / (1.0 + np.exp(-values[:, 0]))
+        score = values[:, 0] if in_unit_range(values) else 1.0 / (1.0 + np.exp(-values[:, 0]))
         return np.stack([1.0 - score, score], axis=1).astype(np.float32)
     sums_to_one = np.allclose(values.sum(axis=1), 1.0, atol=SUM_TOLERANCE)
-    if _in_unit_range(values) and sums_to_one:
+    if in_unit_range(values) and sums_to_one:
         return values
     return softmax(values).astype(np.float32)
 

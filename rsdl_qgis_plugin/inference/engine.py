@@ -23,6 +23,7 @@ from ..core.errors import CancelledError, ModelError, RsdlError
 from ..core.model_spec import ModelSpec
 from ..core.tiling import BlendMode, StreamingBlender, TilePlan, TileWindow, pad_tile
 from .backends import ModelBackend, out_of_memory_error
+from .probabilities import in_unit_range, softmax
 
 PREFETCH_BATCHES = 2
 
@@ -159,10 +160,9 @@ class _Prefetcher:
 
 def _as_probabilities(values: np.ndarray) -> np.ndarray:
     """Softmax over channels for a batch of logits; probabilities pass unchanged."""
-    if values.shape[1] < 2 or (values.min() >= 0.0 and values.max() <= 1.0):
+    if values.shape[1] < 2 or in_unit_range(values):
         return values
-    shifted = np.exp(values - values.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return softmax(values)
 
 
 class TiledInference:
