@@ -5,10 +5,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-VENV        := .venv
+VENV        ?= .venv
 PY          := $(VENV)/bin/python
 SYSTEM_PY   := /usr/bin/python3
-APT_PACKAGES := qgis python3-qgis qgis-providers python3-matplotlib python3-venv gdal-bin xvfb xauth
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-matplotlib python3-venv gdal-bin xvfb xauth make
 REQUIREMENTS := $(wildcard requirements/*.txt)
 INSTALL_STAMP := $(VENV)/.rsdl-installed
 DIST        := dist
@@ -25,13 +25,24 @@ LABEL_FIELD ?=
 LABEL_NAME_FIELD ?=
 SPARSE_LABELS ?=
 PYTEST_ARGS ?=
+# The QGIS version matrix: each version runs the QGIS-facing suites in a Debian chroot (needs root).
+# MATRIX= skips it; CHROOTS is where the chroots are built once and kept.
+MATRIX      ?= 3.40 3.44
+MATRIX_PYTEST_ARGS ?= tests/unit tests/qgis tests/e2e tests/robustness
+CHROOTS     ?= $(HOME)/.cache/rsdl-chroots
+CHROOT_VENV := /opt/rsdl-venv
+CHROOT_SUITE_3.40 := trixie
+CHROOT_SUITE_3.44 := trixie-backports
+# The host's Debian mirror (the first non-security "debian" URI in its apt sources).
+DEBIAN_MIRROR ?= $(or $(shell grep -rhoE 'https?://[^ ]+/debian/?( |$$)' /etc/apt/sources.list \
+  /etc/apt/sources.list.d 2>/dev/null | head -n1 | tr -d ' '),http://deb.debian.org/debian)
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help install apt-packages test demo lint bench zip deploy clean
+.PHONY: help install apt-packages test test-here test-matrix demo lint bench zip deploy clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
 apt-packages: ## Install QGIS, GDAL and Xvfb from Debian packages when any is missing
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -44,10 +55,13 @@ apt-packages: ## Install QGIS, GDAL and Xvfb from Debian packages when any is mi
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# The constraints follow the system numpy that Debian's GDAL bindings are built against: numpy 1.x
+# on Debian 12, 2.x on Debian 13 and newer.
 $(INSTALL_STAMP): $(REQUIREMENTS) Makefile
 	@$(MAKE) --no-print-directory apt-packages
 	@test -x $(PY) || $(SYSTEM_PY) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check \
+	numpy_major=$$($(SYSTEM_PY) -c 'import numpy; print(numpy.__version__.split(".")[0])') && \
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints-numpy$$numpy_major.txt \
 	  -r requirements/dev.txt -r requirements/plugin.txt -r requirements/ml.txt -r requirements/training.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/toolbelt.txt
 	@touch $@
@@ -57,8 +71,51 @@ install: ## Install apt packages, the .venv and pinned pip packages (idempotent,
 	@$(MAKE) --no-print-directory --silent $(INSTALL_STAMP) >/dev/null
 	@echo "install: up to date ($(VENV), QGIS $$($(SYSTEM_PY) -c 'from qgis.core import Qgis; print(Qgis.QGIS_VERSION)'))"
 
-test: install ## Run every test: unit, QGIS (pytest-qgis), qgis_process, robustness, training, desktop
+test: install ## Every test here (QGIS 3.22 on Debian 12), then the QGIS-facing suites on QGIS 3.40 and 3.44 (MATRIX=)
+	@status=0; $(MAKE) --no-print-directory test-here || status=1; \
+	for version in $(MATRIX); do $(MAKE) --no-print-directory test-qgis-$$version || status=1; done; \
+	exit $$status
+
+test-here: install ## Every test with this machine's QGIS: unit, QGIS (pytest-qgis), qgis_process, robustness, training, desktop
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-matrix: ## Only the QGIS version matrix: the QGIS-facing suites in each chroot of MATRIX
+	@status=0; for version in $(MATRIX); do $(MAKE) --no-print-directory test-qgis-$$version || status=1; done; \
+	exit $$status
+
+test-qgis-%: chroot-% ## The QGIS-facing suites on QGIS % (3.40, 3.44) in its chroot (MATRIX_PYTEST_ARGS=...)
+	@echo "== QGIS $* ($(CHROOT_SUITE_$*)): pytest $(MATRIX_PYTEST_ARGS)"
+	@start=$$(date +%s); status=0; \
+	scripts/chroot_run.sh $(CHROOTS)/qgis-$* env VENV=$(CHROOT_VENV) \
+	  $(CHROOT_VENV)/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || status=$$?; \
+	echo "== QGIS $*: pytest exit $$status after $$(( $$(date +%s) - start )) s"; exit $$status
+
+# A chroot: debootstrap once (kept in CHROOTS), then `make install` inside it, exactly as on a
+# Debian host (apt packages, the venv, constraints for its numpy). QGIS 3.44 comes from
+# trixie-backports, pinned for the QGIS packages only.
+chroot-%: ## Build or update the Debian chroot with QGIS % (3.40: trixie, 3.44: trixie-backports)
+	@test -n "$(CHROOT_SUITE_$*)" || { echo "No chroot for QGIS $*; choose from 3.40 3.44." >&2; exit 2; }
+	@set -euo pipefail; root=$(CHROOTS)/qgis-$*; \
+	if [ ! -f $$root/.rsdl-chroot ]; then \
+	  command -v debootstrap >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq debootstrap; }; \
+	  if findmnt -rno TARGET | grep -q "^$$root"; then echo "$$root has mounts; not touching it." >&2; exit 1; fi; \
+	  rm -rf $$root; mkdir -p $(CHROOTS); start=$$(date +%s); \
+	  echo "debootstrap trixie into $$root from $(DEBIAN_MIRROR)"; \
+	  debootstrap --variant=minbase --include=make,ca-certificates trixie $$root $(DEBIAN_MIRROR) >$$root.log 2>&1 \
+	    || { tail -n 20 $$root.log; exit 1; }; \
+	  printf 'deb %s trixie main\ndeb %s trixie-updates main\n' $(DEBIAN_MIRROR) $(DEBIAN_MIRROR) \
+	    > $$root/etc/apt/sources.list; \
+	  if [ "$(CHROOT_SUITE_$*)" = trixie-backports ]; then \
+	    echo "deb $(DEBIAN_MIRROR) trixie-backports main" >> $$root/etc/apt/sources.list; \
+	    printf 'Package: qgis qgis-* libqgis* python3-qgis python3-qgis-*\nPin: release n=trixie-backports\nPin-Priority: 990\n' \
+	      > $$root/etc/apt/preferences.d/qgis-backports; \
+	  fi; \
+	  touch $$root/.rsdl-chroot; echo "debootstrap: $$(( $$(date +%s) - start )) s"; \
+	fi; \
+	start=$$(date +%s); \
+	scripts/chroot_run.sh $$root env VENV=$(CHROOT_VENV) make --no-print-directory install; \
+	echo "chroot QGIS $*: install $$(( $$(date +%s) - start )) s, $$(du -sh $$root | cut -f1) on disk"
 
 demo: install ## A model end to end on a sample scene: segment, rasterize labels, evaluate, PNG map (own data: DATA=raster MODEL=model.onnx LABELS=vectors LABEL_FIELD=field LABEL_NAME_FIELD=field SPARSE_LABELS=1; DEMO_DIR=...)
 	$(PY) scripts/demo.py '$(DEMO_DIR)' $(if $(DATA),--data '$(DATA)') $(if $(MODEL),--model '$(MODEL)') \

@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from rsdl_qgis_plugin.qgis_io.compat import SOURCE_VECTOR_ANY_GEOMETRY
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -66,7 +68,7 @@ def build_model() -> object:
     model = QgsProcessingModelAlgorithm(MODEL_NAME, "Workflows", "workflows")
     parameters = [
         QgsProcessingParameterRasterLayer("image", "Image raster"),
-        QgsProcessingParameterMultipleLayers("labels", "Label layers", QgsProcessing.TypeVectorAnyGeometry),
+        QgsProcessingParameterMultipleLayers("labels", "Label layers", SOURCE_VECTOR_ANY_GEOMETRY),
         QgsProcessingParameterString("class_field", "Class field", optional=True),
         QgsProcessingParameterEnum(
             "unlabelled", "Pixels under no label", options=["Background", "Ignore"], defaultValue=0

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rsdl_qgis_plugin.qgis_io.compat import ALIGN_VCENTER, ANTIALIASING
+
 TITLE_HEIGHT = 48
 LEGEND_WIDTH = 250
 MARGIN = 16
@@ -73,7 +75,7 @@ def render_map(
         QgsRendererCategory,
         QgsVectorLayer,
     )
-    from qgis.PyQt.QtCore import QRectF, QSize, Qt
+    from qgis.PyQt.QtCore import QRectF, QSize
     from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
 
     scene = QgsRasterLayer(str(image), "image", "gdal")
@@ -130,27 +132,27 @@ def render_map(
     picture = QImage(width, height, QImage.Format_ARGB32)
     picture.fill(QColor("white"))
     painter = QPainter(picture)
-    painter.setRenderHint(QPainter.Antialiasing)
+    painter.setRenderHint(ANTIALIASING)
     painter.drawImage(0, TITLE_HEIGHT, rendered)
     font = QFont()
     font.setPixelSize(20)
     font.setBold(True)
     painter.setFont(font)
-    painter.drawText(QRectF(MARGIN, 0, width - 2 * MARGIN, TITLE_HEIGHT), Qt.AlignVCenter, title)
+    painter.drawText(QRectF(MARGIN, 0, width - 2 * MARGIN, TITLE_HEIGHT), ALIGN_VCENTER, title)
     font.setPixelSize(15)
     font.setBold(False)
     painter.setFont(font)
     x, y = map_width + MARGIN, TITLE_HEIGHT + MARGIN
     if ious:
-        painter.drawText(QRectF(x + IOU_COLUMN, y, LEGEND_WIDTH, SWATCH), Qt.AlignVCenter, "IoU")
+        painter.drawText(QRectF(x + IOU_COLUMN, y, LEGEND_WIDTH, SWATCH), ALIGN_VCENTER, "IoU")
         y += SWATCH + 8
     for entry in legend:
         painter.fillRect(QRectF(x, y, SWATCH, SWATCH), QColor(entry.color))
         painter.drawRect(QRectF(x, y, SWATCH, SWATCH))
-        painter.drawText(QRectF(x + SWATCH + 8, y, IOU_COLUMN, SWATCH), Qt.AlignVCenter, entry.name)
+        painter.drawText(QRectF(x + SWATCH + 8, y, IOU_COLUMN, SWATCH), ALIGN_VCENTER, entry.name)
         if entry.iou is not None:
             iou_box = QRectF(x + IOU_COLUMN, y, LEGEND_WIDTH - IOU_COLUMN, SWATCH)
-            painter.drawText(iou_box, Qt.AlignVCenter, f"{entry.iou:.3f}")
+            painter.drawText(iou_box, ALIGN_VCENTER, f"{entry.iou:.3f}")
         y += SWATCH + 8
     painter.end()
     output.parent.mkdir(parents=True, exist_ok=True)

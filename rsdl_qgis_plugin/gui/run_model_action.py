@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsMapLayerType
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
+
+from ..qgis_io.compat import RASTER_LAYER
 
 ALGORITHM_ID = "rsdl:segment"
 MENU = "&rsdl"
@@ -44,7 +45,7 @@ class RunModelAction:
 
     def run(self) -> None:
         layer = self.iface.activeLayer()
-        if layer is None or layer.type() != QgsMapLayerType.RasterLayer:
+        if layer is None or layer.type() != RASTER_LAYER:
             self.iface.messageBar().pushWarning(
                 "rsdl", "Select a raster layer in the Layers panel, then run the model on it."
             )

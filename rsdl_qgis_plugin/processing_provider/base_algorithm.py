@@ -35,6 +35,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core.atomic_output import check_output_folder, public_path
 from ..core.errors import RsdlError, os_error_message
+from ..qgis_io.compat import PARAMETER_FLAG_ADVANCED
 
 _LAYER_PARAMETERS = (
     QgsProcessingParameterRasterLayer,
@@ -130,7 +131,7 @@ class RsdlAlgorithm(QgsProcessingAlgorithm):
         """Add a parameter with its help text (shown in the dialog and in qgis_process help)."""
         parameter.setHelp(help_text)
         if advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | PARAMETER_FLAG_ADVANCED)
         self.addParameter(parameter)
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)

@@ -21,10 +21,10 @@ from qgis.core import (
     QgsRasterLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ..core.errors import RsdlError
 from ..inference.classifier import Classifier, classifier_tile_size, probability_field_names
+from ..qgis_io.compat import FIELD_DOUBLE, FIELD_INT, FIELD_STRING
 from .layer_styling import ClassVectorStyler
 from .model_algorithm import ModelAlgorithm
 
@@ -83,11 +83,11 @@ class ClassifyAlgorithm(ModelAlgorithm):
     def class_fields(classifier: Classifier) -> QgsFields:
         """class_id, class_name, probability, then p_<name> per class."""
         fields = QgsFields()
-        fields.append(QgsField(CLASS_FIELDS[0], QVariant.Int))
-        fields.append(QgsField(CLASS_FIELDS[1], QVariant.String))
-        fields.append(QgsField(CLASS_FIELDS[2], QVariant.Double))
+        fields.append(QgsField(CLASS_FIELDS[0], FIELD_INT))
+        fields.append(QgsField(CLASS_FIELDS[1], FIELD_STRING))
+        fields.append(QgsField(CLASS_FIELDS[2], FIELD_DOUBLE))
         for name in probability_field_names(classifier.class_names):
-            fields.append(QgsField(name, QVariant.Double))
+            fields.append(QgsField(name, FIELD_DOUBLE))
         return fields
 
     @staticmethod

@@ -13,9 +13,7 @@ from qgis.core import (
     QgsCsException,
     QgsFeature,
     QgsFeatureRequest,
-    QgsFeatureSink,
     QgsGeometry,
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeatureSource,
@@ -30,13 +28,19 @@ from qgis.core import (
 
 from ..core.errors import CancelledError
 from ..inference.classifier import Classifier, classify_in_batches, crop_square
+from ..qgis_io.compat import (
+    FAST_INSERT,
+    NUMBER_DOUBLE,
+    SKIP_GEOMETRY_VALIDITY_CHECKS,
+    SOURCE_VECTOR_ANY_GEOMETRY,
+)
 from ..qgis_io.provider_reader import ProviderWindowReader
 from .classify_base import DEFAULT_BATCH_SIZE, ClassifyAlgorithm
 
 DEFAULT_MARGIN_PERCENT = 10.0
 CLASSIFY_SHARE = 90.0  # percent of the progress bar for classifying; the rest is writing
 # Every feature is copied, invalid geometries included: only their bounding box is used.
-ALL_FEATURES = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks
+ALL_FEATURES = SKIP_GEOMETRY_VALIDITY_CHECKS
 
 # Why a feature got no class, as counted in the log.
 OUTSIDE = "outside the raster"
@@ -110,7 +114,7 @@ class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                self.INPUT, self.tr("Features to classify"), [QgsProcessing.TypeVectorAnyGeometry]
+                self.INPUT, self.tr("Features to classify"), [SOURCE_VECTOR_ANY_GEOMETRY]
             ),
             "The features to classify, in any CRS (their geometries are reprojected to the "
             "raster's CRS to find the image around them). Polygons usually; for points the crop "
@@ -125,7 +129,7 @@ class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
             QgsProcessingParameterNumber(
                 self.MARGIN,
                 self.tr("Margin around each feature (%)"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=DEFAULT_MARGIN_PERCENT,
                 minValue=0.0,
                 maxValue=1000.0,
@@ -135,7 +139,7 @@ class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
         )
         self.add_run_parameters(DEFAULT_BATCH_SIZE, "Crops")
         self.add_output_parameter(
-            QgsProcessing.TypeVectorAnyGeometry,
+            SOURCE_VECTOR_ANY_GEOMETRY,
             "Classified features",
             "A copy of the input layer (same geometries, CRS and fields) with the class fields "
             "added; a field name already in the input gets a suffix (_2).",
@@ -232,7 +236,7 @@ class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
             output = QgsFeature(fields)
             output.setGeometry(feature.geometry())
             output.setAttributes(feature.attributes() + self.class_attributes(classifier, probabilities))
-            sink.addFeature(output, QgsFeatureSink.FastInsert)
+            sink.addFeature(output, FAST_INSERT)
             written += 1
             classified += not np.isnan(probabilities[0])
             if total > 0:

@@ -7,9 +7,7 @@ from typing import Any
 import numpy as np
 from qgis.core import (
     QgsFeature,
-    QgsFeatureSink,
     QgsGeometry,
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
@@ -18,13 +16,13 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsRectangle,
-    QgsWkbTypes,
 )
 
 from ..core.errors import CancelledError
 from ..core.grid import RasterGrid
 from ..core.tiling import TileWindow, pad_tile
 from ..inference.classifier import TileGrid, classify_in_batches
+from ..qgis_io.compat import FAST_INSERT, NUMBER_DOUBLE, SOURCE_VECTOR_POLYGON, WKB_POLYGON
 from ..qgis_io.processing_grid import processing_grid
 from ..qgis_io.provider_reader import ProviderWindowReader
 from .classify_base import DEFAULT_BATCH_SIZE, ClassifyAlgorithm
@@ -104,7 +102,7 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
             QgsProcessingParameterNumber(
                 self.MIN_PROBABILITY,
                 self.tr("Minimum probability"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=0.0,
                 minValue=0.0,
                 maxValue=1.0,
@@ -119,7 +117,7 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
         )
         self.add_run_parameters(DEFAULT_BATCH_SIZE, "Tiles")
         self.add_output_parameter(
-            QgsProcessing.TypeVectorPolygon,
+            SOURCE_VECTOR_POLYGON,
             "Classified tiles",
             "One polygon per tile, in the raster's CRS, cut to the processing extent.",
         )
@@ -173,7 +171,7 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
         classified = np.flatnonzero(~np.isnan(results[:, 0]))
         fields = self.class_fields(classifier)
         sink, dest_id = self.create_output(
-            parameters, context, fields, QgsWkbTypes.Polygon, layer.crs(), classifier, fields.at(1).name()
+            parameters, context, fields, WKB_POLYGON, layer.crs(), classifier, fields.at(1).name()
         )
         clip = QgsRectangle(*grid.bounds).intersect(area)
         min_probability = self.parameterAsDouble(parameters, self.MIN_PROBABILITY, context)
@@ -181,7 +179,7 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
             feature = QgsFeature(fields)
             feature.setGeometry(QgsGeometry.fromRect(tile_rectangle(grid, tiles.window(int(index)), clip)))
             feature.setAttributes(self.class_attributes(classifier, results[index], min_probability))
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.addFeature(feature, FAST_INSERT)
             feedback.setProgress(CLASSIFY_SHARE + (100 - CLASSIFY_SHARE) * (count + 1) / len(classified))
         del sink  # closes (commits) the file, so that it can be checked
         self.check_written_layer(dest_id, len(classified), self.OUTPUT)

@@ -9,7 +9,6 @@ from typing import Any
 
 from osgeo import gdal
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingMultiStepFeedback,
@@ -31,6 +30,7 @@ from ..core.errors import RsdlError
 from ..core.evaluation_report import metrics_csv, metrics_html
 from ..core.figures import figure_png, save_png
 from ..qgis_io.class_pairs import count_class_pairs
+from ..qgis_io.compat import SOURCE_VECTOR_ANY_GEOMETRY
 from ..qgis_io.gdal_calls import check_gdal, raise_if_cancelled
 from ..qgis_io.mask_description import UNSIGNED_GDAL_TYPES, MaskDescription, class_names, describe_mask
 from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal, require_same_grid
@@ -116,7 +116,7 @@ class EvaluateAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterMultipleLayers(
                 self.LABELS,
                 self.tr("Reference vector labels"),
-                QgsProcessing.TypeVectorAnyGeometry,
+                SOURCE_VECTOR_ANY_GEOMETRY,
                 optional=True,
             ),
             "Reference labels as vector layers, instead of REFERENCE: rasterized onto the class "

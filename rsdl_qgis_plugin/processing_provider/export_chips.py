@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from osgeo import gdal, gdal_array
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingMultiStepFeedback,
@@ -67,6 +66,7 @@ from ..core.grid import RasterGrid
 from ..core.label_rules import LabelClass, make_label_classes
 from ..qgis_io.chip_index import write_chip_index
 from ..qgis_io.chip_writer import ChipFileWriter, Strip, StripReader
+from ..qgis_io.compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_ANY_GEOMETRY, SOURCE_VECTOR_POLYGON
 from ..qgis_io.gdal_calls import check_gdal, raise_if_cancelled
 from ..qgis_io.mask_description import MaskDescription, describe_mask
 from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal, require_same_grid
@@ -241,7 +241,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterMultipleLayers(
                 self.LABELS,
                 self.tr("Vector label layers"),
-                QgsProcessing.TypeVectorAnyGeometry,
+                SOURCE_VECTOR_ANY_GEOMETRY,
                 optional=True,
             ),
             "Vector labels, instead of MASK: they are rasterized onto the image's grid with the "
@@ -257,7 +257,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterNumber(
                 self.CHIP_SIZE,
                 self.tr("Chip size (pixels)"),
-                QgsProcessingParameterNumber.Integer,
+                NUMBER_INTEGER,
                 defaultValue=256,
             ),
             f"Side of the square chips in pixels, from {chips.MIN_CHIP_SIZE} up to the image's smaller side.",
@@ -266,7 +266,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterNumber(
                 self.STRIDE,
                 self.tr("Stride (pixels, 0: chip size)"),
-                QgsProcessingParameterNumber.Integer,
+                NUMBER_INTEGER,
                 defaultValue=0,
             ),
             "Distance between the starts of neighbouring chips. 0 means the chip size (chips "
@@ -286,7 +286,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterNumber(
                 self.MIN_COVER,
                 self.tr("Minimum class cover (classification)"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=0.5,
             ),
             "Classification: a chip takes the foreground class with the largest share of its "
@@ -297,7 +297,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterNumber(
                 self.VAL_FRACTION,
                 self.tr("Validation fraction"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=0.2,
             ),
             "Share of split blocks (0..1) whose chips go to validation.",
@@ -306,7 +306,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterNumber(
                 self.TEST_FRACTION,
                 self.tr("Test fraction"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=0.0,
             ),
             "Share of split blocks (0..1) whose chips go to test; VAL_FRACTION + TEST_FRACTION "
@@ -316,7 +316,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterNumber(
                 self.SPLIT_BLOCK,
                 self.tr("Split block size (pixels, 0: 8 chips)"),
-                QgsProcessingParameterNumber.Integer,
+                NUMBER_INTEGER,
                 defaultValue=0,
             ),
             f"Side of the square blocks that are assigned to splits, in pixels; 0 means "
@@ -324,16 +324,14 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             "dropped, so larger blocks lose fewer chips but give coarser fractions.",
         )
         self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, defaultValue=42
-            ),
+            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), NUMBER_INTEGER, defaultValue=42),
             "Seed of the block split and of the empty-chip sampling; the same seed gives the same chips.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
                 self.KEEP_EMPTY,
                 self.tr("Share of empty chips to keep"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=1.0,
             ),
             "Chips without any foreground class pixel are kept with this probability (0..1; 1 "
@@ -345,7 +343,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             "See the layout in the algorithm help.",
         )
         self.addOutput(
-            QgsProcessingOutputVectorLayer(self.INDEX, self.tr("Chip index"), QgsProcessing.TypeVectorPolygon)
+            QgsProcessingOutputVectorLayer(self.INDEX, self.tr("Chip index"), SOURCE_VECTOR_POLYGON)
         )
         self.addOutput(QgsProcessingOutputString(self.CHIP_COUNTS, self.tr("Chip counts (JSON)")))
         self.addOutput(

@@ -26,6 +26,7 @@ from ..core.class_statistics import ClassStatistics
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
 from ..core.label_rules import OVERLAP_RULE_DESCRIPTIONS, LabelClass, MaskValues, OverlapRule
+from ..qgis_io.compat import NUMBER_DOUBLE, NUMBER_INTEGER
 from ..qgis_io.label_features import BufferSpec, ClassSource, prepare_labels
 from ..qgis_io.mask_writer import BurnOptions, write_label_mask
 from ..qgis_io.styling import write_class_style
@@ -86,7 +87,7 @@ class LabelParameters:
             QgsProcessingParameterNumber(
                 cls.BURN_VALUE,
                 algorithm.tr("Burn a constant value"),
-                QgsProcessingParameterNumber.Integer,
+                NUMBER_INTEGER,
                 optional=True,
                 minValue=0,
             ),
@@ -101,7 +102,7 @@ class LabelParameters:
             QgsProcessingParameterNumber(
                 cls.BACKGROUND_VALUE,
                 algorithm.tr("Background value"),
-                QgsProcessingParameterNumber.Integer,
+                NUMBER_INTEGER,
                 defaultValue=0,
                 minValue=0,
             ),
@@ -111,7 +112,7 @@ class LabelParameters:
             QgsProcessingParameterNumber(
                 cls.IGNORE_VALUE,
                 algorithm.tr("Ignore value (nodata)"),
-                QgsProcessingParameterNumber.Integer,
+                NUMBER_INTEGER,
                 defaultValue=255,
                 minValue=0,
             ),
@@ -159,7 +160,7 @@ class LabelParameters:
             QgsProcessingParameterNumber(
                 cls.BUFFER_WIDTH,
                 algorithm.tr("Width of line and point labels"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=0.0,
                 minValue=0.0,
             ),

@@ -7,7 +7,6 @@ from typing import Any
 
 from osgeo import gdal
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
@@ -24,6 +23,7 @@ from qgis.core import (
 from ..core.atomic_output import AtomicOutputs
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
+from ..qgis_io.compat import NUMBER_DOUBLE, SOURCE_VECTOR_ANY_GEOMETRY
 from ..qgis_io.gdal_calls import raise_if_cancelled
 from ..qgis_io.raster_grid import grid_from_extent, grid_from_raster_layer, open_gdal
 from .base_algorithm import RsdlAlgorithm
@@ -63,7 +63,7 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.add_parameter(
             QgsProcessingParameterMultipleLayers(
-                self.INPUT, self.tr("Label layers"), QgsProcessing.TypeVectorAnyGeometry
+                self.INPUT, self.tr("Label layers"), SOURCE_VECTOR_ANY_GEOMETRY
             ),
             "One or more vector layers of labels (polygons, lines or points), in any CRS. "
             "Without FIELD or BURN_VALUE each layer is one class: values 1, 2, ... in the order "
@@ -86,7 +86,7 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
             QgsProcessingParameterNumber(
                 self.PIXEL_SIZE,
                 self.tr("Pixel size (without reference)"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 optional=True,
                 minValue=0.0,
             ),

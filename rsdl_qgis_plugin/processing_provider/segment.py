@@ -10,11 +10,9 @@ from typing import Any
 
 from qgis.core import (
     QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsGeometry,
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingMultiStepFeedback,
@@ -29,9 +27,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
-    QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ..core.atomic_output import AtomicOutputs
 from ..core.errors import CancelledError, RsdlError
@@ -51,6 +47,15 @@ from ..inference.sinks import (
     head_classes,
 )
 from ..qgis_io.area_mask import MaskedWindowReader, write_area_mask
+from ..qgis_io.compat import (
+    FAST_INSERT,
+    FIELD_DOUBLE,
+    FIELD_INT,
+    FIELD_STRING,
+    NUMBER_DOUBLE,
+    SOURCE_VECTOR_POLYGON,
+    WKB_MULTIPOLYGON,
+)
 from ..qgis_io.polygonize import polygonize_classes
 from ..qgis_io.processing_grid import processing_grid
 from ..qgis_io.provider_reader import ProviderWindowReader
@@ -125,7 +130,7 @@ class SegmentAlgorithm(ModelAlgorithm):
             QgsProcessingParameterNumber(
                 self.OVERLAP,
                 self.tr("Tile overlap (% of the tile)"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 optional=True,
                 minValue=0.0,
                 maxValue=90.0,
@@ -161,7 +166,7 @@ class SegmentAlgorithm(ModelAlgorithm):
             QgsProcessingParameterFeatureSource(
                 self.AREA,
                 self.tr("Process only inside these polygons"),
-                [QgsProcessing.TypeVectorPolygon],
+                [SOURCE_VECTOR_POLYGON],
                 optional=True,
             ),
             "Optional polygon layer: pixels outside its features are nodata in every output and "
@@ -184,7 +189,7 @@ class SegmentAlgorithm(ModelAlgorithm):
             QgsProcessingParameterFeatureSink(
                 self.OUTPUT_POLYGONS,
                 self.tr("Class polygons"),
-                QgsProcessing.TypeVectorPolygon,
+                SOURCE_VECTOR_POLYGON,
                 optional=True,
                 createByDefault=False,
             ),
@@ -195,7 +200,7 @@ class SegmentAlgorithm(ModelAlgorithm):
             QgsProcessingParameterNumber(
                 self.MIN_AREA,
                 self.tr("Minimum polygon area"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=0.0,
                 minValue=0.0,
             ),
@@ -206,7 +211,7 @@ class SegmentAlgorithm(ModelAlgorithm):
             QgsProcessingParameterNumber(
                 self.SIMPLIFY,
                 self.tr("Polygon simplification tolerance"),
-                QgsProcessingParameterNumber.Double,
+                NUMBER_DOUBLE,
                 defaultValue=0.0,
                 minValue=0.0,
             ),
@@ -320,13 +325,13 @@ class SegmentAlgorithm(ModelAlgorithm):
         if feedback.isCanceled():  # the last moment a cancel can still leave no output at all
             raise CancelledError()
         fields = QgsFields()
-        fields.append(QgsField("class_id", QVariant.Int))
-        fields.append(QgsField("class_name", QVariant.String))
-        fields.append(QgsField("mean_confidence", QVariant.Double))
-        fields.append(QgsField("area", QVariant.Double))
+        fields.append(QgsField("class_id", FIELD_INT))
+        fields.append(QgsField("class_name", FIELD_STRING))
+        fields.append(QgsField("mean_confidence", FIELD_DOUBLE))
+        fields.append(QgsField("area", FIELD_DOUBLE))
         # The sink is created only now, so a failed or cancelled run leaves no polygon file.
         sink, sink_id = self.parameterAsSink(
-            parameters, self.OUTPUT_POLYGONS, context, fields, QgsWkbTypes.MultiPolygon, crs
+            parameters, self.OUTPUT_POLYGONS, context, fields, WKB_MULTIPOLYGON, crs
         )
         if context.willLoadLayerOnCompletion(sink_id):
             styler = ClassVectorStyler.create("class_name", classes)
@@ -345,7 +350,7 @@ class SegmentAlgorithm(ModelAlgorithm):
                     polygon.area,
                 ]
             )
-            if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
+            if not sink.addFeature(feature, FAST_INSERT):
                 break  # the check below names the failure and removes the partial file
         del sink  # closes (commits) the file, so that it can be checked
         self.check_written_layer(sink_id, len(polygons), self.OUTPUT_POLYGONS)

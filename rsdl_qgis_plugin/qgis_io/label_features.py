@@ -36,6 +36,7 @@ from ..core.label_rules import (
     class_value_from_number,
     make_label_classes,
 )
+from .compat import DISTANCE_METERS, GEOMETRY_POLYGON, REVERSE_TRANSFORM
 from .gdal_calls import raise_if_cancelled
 
 BURN_FIELD = "burn"
@@ -140,7 +141,7 @@ def _request_for_grid(
     """Features near the grid only, when the grid's extent can be mapped into the layer's CRS."""
     request = QgsFeatureRequest()
     try:
-        layer_rect = to_grid.transformBoundingBox(grid_rect, QgsCoordinateTransform.ReverseTransform)
+        layer_rect = to_grid.transformBoundingBox(grid_rect, REVERSE_TRANSFORM)
     except QgsCsException:
         return request
     if layer_rect.isFinite() and not layer_rect.isEmpty():
@@ -165,7 +166,7 @@ def _metre_buffer(
     local_geometry = QgsGeometry(geometry)
     local_geometry.transform(there)
     buffered = local_geometry.buffer(width_m / 2.0, BUFFER_SEGMENTS)
-    buffered.transform(there, QgsCoordinateTransform.ReverseTransform)
+    buffered.transform(there, REVERSE_TRANSFORM)
     return buffered
 
 
@@ -180,9 +181,7 @@ class _Buffering:
         self.context = context
         self.metres_to_map_units: float | None = None
         if spec.in_metres and not grid_crs.isGeographic():
-            self.metres_to_map_units = QgsUnitTypes.fromUnitToUnitFactor(
-                QgsUnitTypes.DistanceMeters, grid_crs.mapUnits()
-            )
+            self.metres_to_map_units = QgsUnitTypes.fromUnitToUnitFactor(DISTANCE_METERS, grid_crs.mapUnits())
 
     def width_for(self, feature_width: object) -> float:
         if self.spec.width_field and not _is_null(feature_width):
@@ -240,7 +239,7 @@ def prepare_labels(
         class_index = fields.indexOf(source.field) if source.field else -1
         name_index = fields.indexOf(source.name_field) if source.name_field else -1
         width_index = fields.indexOf(buffer.width_field) if buffer.width_field else -1
-        layer_is_area = QgsWkbTypes.geometryType(layer.wkbType()) == QgsWkbTypes.PolygonGeometry
+        layer_is_area = QgsWkbTypes.geometryType(layer.wkbType()) == GEOMETRY_POLYGON
         if buffer.width_field and width_index < 0 and not layer_is_area:
             raise RsdlError(f"Vector layer '{layer.name()}' has no field '{buffer.width_field}'.")
 
@@ -278,7 +277,7 @@ def prepare_labels(
             geometry = QgsGeometry(geometry)
             # Per feature, not per layer: a layer of mixed types holds polygons, lines and points.
             geometry_type = geometry.type()
-            is_area = geometry_type == QgsWkbTypes.PolygonGeometry
+            is_area = geometry_type == GEOMETRY_POLYGON
             try:
                 geometry.transform(to_grid)
             except QgsCsException as error:

@@ -11,7 +11,6 @@ import math
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
-    QgsRasterDataProvider,
     QgsRasterLayer,
     QgsRectangle,
     QgsUnitTypes,
@@ -19,6 +18,7 @@ from qgis.core import (
 
 from ..core.errors import GridError
 from ..core.grid import RasterGrid
+from .compat import DISTANCE_METERS, RASTER_CAPABILITY_SIZE, WKT_PREFERRED_GDAL
 from .raster_grid import grid_from_raster_layer
 
 RESOLUTION_TOLERANCE = 0.01  # a pixel size within 1% of the model's counts as the same
@@ -28,13 +28,13 @@ MAX_UPSAMPLING = 16.0
 
 
 def _wkt(crs: QgsCoordinateReferenceSystem) -> str:
-    return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL)
+    return crs.toWkt(WKT_PREFERRED_GDAL)
 
 
 def native_grid(layer: QgsRasterLayer) -> RasterGrid | None:
     """The raster's own grid, or None for layers without one (WMS, XYZ)."""
     provider = layer.dataProvider()
-    if not provider.capabilities() & QgsRasterDataProvider.Size or layer.width() <= 0:
+    if not provider.capabilities() & RASTER_CAPABILITY_SIZE or layer.width() <= 0:
         return None
     if layer.providerType() == "gdal":
         return grid_from_raster_layer(layer)  # the file's exact geotransform, no float round trip
@@ -63,7 +63,7 @@ def model_pixel_size(layer: QgsRasterLayer, resolution_cm: float) -> float:
             f"{resolution_cm:g} cm/px; reproject the raster to a projected CRS (e.g. UTM) or "
             "switch off resampling."
         )
-    factor = QgsUnitTypes.fromUnitToUnitFactor(QgsUnitTypes.DistanceMeters, crs.mapUnits())
+    factor = QgsUnitTypes.fromUnitToUnitFactor(DISTANCE_METERS, crs.mapUnits())
     return resolution_cm / 100.0 * factor
 
 

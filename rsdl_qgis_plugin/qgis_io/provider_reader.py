@@ -10,21 +10,33 @@ the nodata rules both follow are here (``valid_pixels``, ``zero_non_finite``).
 from __future__ import annotations
 
 import numpy as np
-from qgis.core import Qgis, QgsRaster, QgsRasterDataProvider, QgsRectangle
+from qgis.core import QgsRasterDataProvider, QgsRectangle
 
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
+from .compat import (
+    ALPHA_BAND,
+    DATA_TYPE_ARGB32,
+    DATA_TYPE_ARGB32_PREMULTIPLIED,
+    DATA_TYPE_BYTE,
+    DATA_TYPE_FLOAT32,
+    DATA_TYPE_FLOAT64,
+    DATA_TYPE_INT16,
+    DATA_TYPE_INT32,
+    DATA_TYPE_UINT16,
+    DATA_TYPE_UINT32,
+)
 
 NUMPY_TYPES = {
-    Qgis.Byte: np.uint8,
-    Qgis.UInt16: np.uint16,
-    Qgis.Int16: np.int16,
-    Qgis.UInt32: np.uint32,
-    Qgis.Int32: np.int32,
-    Qgis.Float32: np.float32,
-    Qgis.Float64: np.float64,
+    DATA_TYPE_BYTE: np.uint8,
+    DATA_TYPE_UINT16: np.uint16,
+    DATA_TYPE_INT16: np.int16,
+    DATA_TYPE_UINT32: np.uint32,
+    DATA_TYPE_INT32: np.int32,
+    DATA_TYPE_FLOAT32: np.float32,
+    DATA_TYPE_FLOAT64: np.float64,
 }
-_ARGB_TYPES = (Qgis.ARGB32, Qgis.ARGB32_Premultiplied)
+_ARGB_TYPES = (DATA_TYPE_ARGB32, DATA_TYPE_ARGB32_PREMULTIPLIED)
 
 
 def valid_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -66,7 +78,7 @@ def provider_dtype_name(provider: QgsRasterDataProvider) -> str:
 def alpha_band(provider: QgsRasterDataProvider) -> int | None:
     """The 1-based alpha band, if the raster has one (its zeros mark nodata)."""
     for band in range(1, provider.bandCount() + 1):
-        if provider.colorInterpretation(band) == QgsRaster.AlphaBand:
+        if provider.colorInterpretation(band) == ALPHA_BAND:
             return band
     return None
 

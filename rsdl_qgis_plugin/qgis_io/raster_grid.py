@@ -7,6 +7,7 @@ from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer, QgsRectangle
 
 from ..core.errors import GridError
 from ..core.grid import RasterGrid
+from .compat import WKT_PREFERRED_GDAL
 
 
 def gdal_source(layer: QgsRasterLayer) -> str:
@@ -50,7 +51,7 @@ def grid_from_raster_layer(layer: QgsRasterLayer) -> RasterGrid:
             dataset.RasterXSize,
             dataset.RasterYSize,
             geotransform,
-            layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
+            layer.crs().toWkt(WKT_PREFERRED_GDAL),
         )
     except GridError as error:  # the grid knows nothing of the layer: name it here
         raise GridError(f"Raster layer '{layer.name()}': {error}") from None
@@ -68,7 +69,7 @@ def grid_from_extent(
         extent.xMaximum(),
         extent.yMaximum(),
         pixel_size,
-        crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL),
+        crs.toWkt(WKT_PREFERRED_GDAL),
     )
 
 
