@@ -47,6 +47,10 @@ def write_area_mask(
     check_gdal(dataset is not None, f"Creating the area mask '{path}'", path=path)
     dataset.SetGeoTransform(grid.geotransform)
     dataset.SetProjection(grid.crs_wkt)
+    # Outside is an explicit 0, not whatever GDAL makes of tiles it never wrote (issue 10).
+    check_gdal(
+        dataset.GetRasterBand(1).Fill(0) == gdal.CE_None, "Initialising the area mask", feedback, path=path
+    )
     result = gdal.RasterizeLayer(dataset, [1], prepared.layer, burn_values=[1])
     check_gdal(result == gdal.CE_None, "Rasterizing the processing area", feedback, path=path)
     dataset = None
