@@ -64,6 +64,7 @@ $(INSTALL_STAMP): $(REQUIREMENTS) Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints-numpy$$numpy_major.txt \
 	  -r requirements/dev.txt -r requirements/plugin.txt -r requirements/ml.txt -r requirements/training.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/toolbelt.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade --target $(VENV)/pyqt6 -r requirements/qt6-check.txt
 	@touch $@
 
 install: ## Install apt packages, the .venv and pinned pip packages (idempotent, seconds when done)

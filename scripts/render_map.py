@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsdl_qgis_plugin.qgis_io.compat import ALIGN_VCENTER, ANTIALIASING
+from rsdl_qgis_plugin.qgis_io.compat import ALIGN_VCENTER, ANTIALIASING, IMAGE_FORMAT_ARGB32
 
 TITLE_HEIGHT = 48
 LEGEND_WIDTH = 250
@@ -129,7 +129,7 @@ def render_map(
     job.waitForFinished()
     rendered = job.renderedImage()
 
-    picture = QImage(width, height, QImage.Format_ARGB32)
+    picture = QImage(width, height, IMAGE_FORMAT_ARGB32)
     picture.fill(QColor("white"))
     painter = QPainter(picture)
     painter.setRenderHint(ANTIALIASING)

@@ -131,3 +131,4 @@ FIELD_STRING = _value("FIELD_STRING", "QMetaType.Type.QString", "QVariant.String
 # Qt (scoped in PyQt5 5.11+ and required by PyQt6)
 ALIGN_VCENTER = _value("ALIGN_VCENTER", "Qt.AlignmentFlag.AlignVCenter", "Qt.AlignVCenter")
 ANTIALIASING = _value("ANTIALIASING", "QPainter.RenderHint.Antialiasing", "QPainter.Antialiasing")
+IMAGE_FORMAT_ARGB32 = _value("IMAGE_FORMAT_ARGB32", "QImage.Format.Format_ARGB32", "QImage.Format_ARGB32")
