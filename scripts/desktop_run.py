@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from scripts.build_plugin import PLUGIN_NAME, build_zip  # noqa: E402
+from scripts.qgis_process_runner import embedded_python_environment  # noqa: E402
 
 SESSION_SCRIPT = REPO / "scripts" / "desktop_session.py"
 WINDOW = (1400, 900)
@@ -83,7 +84,10 @@ def run_desktop_session(raster: Path, model: Path, work: Path, result_opacity: f
     config_path.write_text(json.dumps(config), encoding="utf-8")
     home = work / "home"
     home.mkdir(mode=0o700)
-    environment = {key: value for key, value in os.environ.items() if key != "QT_QPA_PLATFORM"}
+    environment = embedded_python_environment(
+        shutil.which("qgis") or "/usr/bin/qgis",
+        {key: value for key, value in os.environ.items() if key != "QT_QPA_PLATFORM"},
+    )
     environment.update(
         HOME=str(home),
         XDG_RUNTIME_DIR=str(home),

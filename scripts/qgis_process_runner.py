@@ -3,6 +3,11 @@
 Debian's ``qgis_process`` script passes ``--noversioncheck``, which the 3.22 binary rejects;
 the binary it wraps (``qgis_process.bin``) works, so it is preferred when present. Each runner
 uses its own HOME, so enabling the plugin never touches the user's QGIS profile.
+
+qgis_process embeds the system Python, which takes its prefix from the first ``python3`` on PATH:
+with conda, pyenv or an activated environment first, it loads that Python's standard library and
+fails with "Couldn't load SIP module". The runner's environment therefore starts PATH with QGIS's
+own folder and drops PYTHONHOME, whatever the caller's shell holds.
 """
 
 from __future__ import annotations
@@ -15,6 +20,17 @@ import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
+
+
+def embedded_python_environment(executable: str, environment: dict[str, str]) -> dict[str, str]:
+    """``environment`` with the folder of QGIS's executables (where the Python it embeds lives)
+    first on PATH and without PYTHONHOME, so another Python first on the caller's PATH is not
+    taken for QGIS's."""
+    qgis_folder = str(Path(executable).resolve().parent)
+    rest = [part for part in environment.get("PATH", "").split(os.pathsep) if part and part != qgis_folder]
+    cleaned = {name: value for name, value in environment.items() if name != "PYTHONHOME"}
+    cleaned["PATH"] = os.pathsep.join([qgis_folder, *rest])
+    return cleaned
 
 
 def qgis_process_executable() -> str:
@@ -39,7 +55,9 @@ class QgisProcess:
         # pytest-qgis points QGIS_CUSTOM_CONFIG_PATH at a folder every session shares: keep this
         # runner's settings (enabled plugins) in its own HOME instead.
         shared = ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH")
-        self.env = {name: value for name, value in os.environ.items() if name not in shared}
+        self.env = embedded_python_environment(
+            self.executable, {name: value for name, value in os.environ.items() if name not in shared}
+        )
         self.env.update(
             HOME=str(home),
             XDG_RUNTIME_DIR=str(home),

@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsdl_qgis_plugin.qgis_io.compat import ALIGN_VCENTER, ANTIALIASING, IMAGE_FORMAT_ARGB32
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: the plugin package lives beside scripts/
+    sys.path.insert(0, str(REPO))
 
 TITLE_HEIGHT = 48
 LEGEND_WIDTH = 250
@@ -77,6 +80,8 @@ def render_map(
     )
     from qgis.PyQt.QtCore import QRectF, QSize
     from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
+
+    from rsdl_qgis_plugin.qgis_io.compat import ALIGN_VCENTER, ANTIALIASING, IMAGE_FORMAT_ARGB32
 
     scene = QgsRasterLayer(str(image), "image", "gdal")
     class_layer = QgsRasterLayer(str(classes), "classes", "gdal")  # opens with its .qml style
