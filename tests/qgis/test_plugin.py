@@ -42,6 +42,8 @@ def test_metadata_is_complete(repo_root):
     general = metadata["general"]
     assert general["hasProcessingProvider"] == "yes"
     assert general["qgisMinimumVersion"] == "3.22"
+    # Unset, it defaults to 3.99 and QGIS 4 hides the plugin (issue 10).
+    assert general["qgisMaximumVersion"] == "4.99"
     for key in (
         "name",
         "description",
