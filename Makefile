@@ -33,6 +33,9 @@ CHROOTS     ?= $(HOME)/.cache/rsdl-chroots
 CHROOT_VENV := /opt/rsdl-venv
 CHROOT_SUITE_3.40 := trixie
 CHROOT_SUITE_3.44 := trixie-backports
+# Debian's own onnxruntime, the no-pip install path (tests/e2e/test_debian_onnxruntime.py), on 3.40
+# only: 3.44 keeps a bare system Python for tests/e2e/test_missing_dependencies.py.
+CHROOT_EXTRA_APT_3.40 := python3-onnxruntime
 # The host's Debian mirror (the first non-security "debian" URI in its apt sources).
 DEBIAN_MIRROR ?= $(or $(shell grep -rhoE 'https?://[^ ]+/debian/?( |$$)' /etc/apt/sources.list \
   /etc/apt/sources.list.d 2>/dev/null | head -n1 | tr -d ' '),http://deb.debian.org/debian)
@@ -52,7 +55,8 @@ apt-packages: ## Install QGIS, GDAL and Xvfb from Debian packages when any is mi
 	  echo "Installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends \
+	    $$missing >/dev/null; \
 	fi
 
 # The constraints follow the system numpy that Debian's GDAL bindings are built against: numpy 1.x
@@ -116,6 +120,8 @@ chroot-%: ## Build or update the Debian chroot with QGIS % (3.40: trixie, 3.44: 
 	fi; \
 	start=$$(date +%s); \
 	scripts/chroot_run.sh $$root env VENV=$(CHROOT_VENV) make --no-print-directory install; \
+	if [ -n "$(CHROOT_EXTRA_APT_$*)" ]; then scripts/chroot_run.sh $$root \
+	  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends $(CHROOT_EXTRA_APT_$*) >/dev/null; fi; \
 	echo "chroot QGIS $*: install $$(( $$(date +%s) - start )) s, $$(du -sh $$root | cut -f1) on disk"
 
 demo: install ## A model end to end on a sample scene: segment, rasterize labels, evaluate, PNG map (own data: DATA=raster MODEL=model.onnx LABELS=vectors LABEL_FIELD=field LABEL_NAME_FIELD=field SPARSE_LABELS=1; DEMO_DIR=...)

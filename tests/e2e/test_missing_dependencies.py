@@ -7,7 +7,6 @@ PYTHONPATH the runner sets: with it emptied, QGIS's Python is the bare system on
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 
 from scripts.build_plugin import stage
 from scripts.qgis_process_runner import QgisProcess
+from tests.e2e.system_python import system_module_file
 
 pytestmark = pytest.mark.qgis_process
 INSTALL_COMMAND = re.compile(
@@ -24,21 +24,10 @@ INSTALL_COMMAND = re.compile(
 )
 
 
-def _system_python_has(module: str, home: Path) -> bool:
-    python = Path(sys.base_prefix) / "bin" / "python3"  # the interpreter the venv was made from
-    environment = {**os.environ, "PYTHONPATH": "", "HOME": str(home)}
-    return (
-        subprocess.run(
-            [str(python), "-c", f"import {module}"], env=environment, capture_output=True
-        ).returncode
-        == 0
-    )
-
-
 @pytest.fixture(scope="module")
 def bare_qgis(tmp_path_factory) -> QgisProcess:
     home = tmp_path_factory.mktemp("bare_home")
-    if _system_python_has("onnxruntime", home):
+    if system_module_file("onnxruntime", home):
         pytest.skip("QGIS's own Python has onnxruntime installed: nothing is missing to test")
     qgis = QgisProcess(stage(tmp_path_factory.mktemp("bare_plugins")).parent, home)
     qgis.env["PYTHONPATH"] = ""  # hide the venv from the embedded Python
@@ -62,7 +51,7 @@ def test_running_a_model_names_the_package_and_the_install_command(
 ):
     if model not in test_models:
         pytest.skip(f"{model} needs torch in the test environment to be written")
-    if package == "torch" and _system_python_has("torch", tmp_path):
+    if package == "torch" and system_module_file("torch", tmp_path):
         pytest.skip("QGIS's own Python has torch installed")
     output = tmp_path / "never.tif"
     result = bare_qgis.run_algorithm(
