@@ -31,6 +31,8 @@ MATRIX      ?= 3.40 3.44
 MATRIX_PYTEST_ARGS ?= tests/unit tests/qgis tests/e2e tests/robustness
 CHROOTS     ?= $(HOME)/.cache/rsdl-chroots
 CHROOT_VENV := /opt/rsdl-venv
+# What every qgis_process run wrote, per version, compared across versions by `make test`.
+MATRIX_OUTPUTS := $(CURDIR)/.matrix-outputs
 CHROOT_SUITE_3.40 := trixie
 CHROOT_SUITE_3.44 := trixie-backports
 # Debian's own onnxruntime, the no-pip install path (tests/e2e/test_debian_onnxruntime.py), on 3.40
@@ -42,10 +44,12 @@ DEBIAN_MIRROR ?= $(or $(shell grep -rhoE 'https?://[^ ]+/debian/?( |$$)' /etc/ap
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help install apt-packages test test-here test-matrix demo lint bench zip deploy clean
+.PHONY: help install apt-packages test test-here test-matrix compare-matrix demo lint bench zip deploy clean
+# Pattern targets that are no files: never delete them as intermediates.
+.PRECIOUS: chroot-%
 
 help: ## List the targets
-	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 apt-packages: ## Install QGIS, GDAL and Xvfb from Debian packages when any is missing
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -79,19 +83,24 @@ install: ## Install apt packages, the .venv and pinned pip packages (idempotent,
 test: install ## Every test here (QGIS 3.22 on Debian 12), then the QGIS-facing suites on QGIS 3.40 and 3.44 (MATRIX=)
 	@status=0; $(MAKE) --no-print-directory test-here || status=1; \
 	for version in $(MATRIX); do $(MAKE) --no-print-directory test-qgis-$$version || status=1; done; \
+	if [ -n "$(strip $(MATRIX))" ]; then $(MAKE) --no-print-directory compare-matrix || status=1; fi; \
 	exit $$status
 
 test-here: install ## Every test with this machine's QGIS: unit, QGIS (pytest-qgis), qgis_process, robustness, training, desktop
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@rm -rf $(MATRIX_OUTPUTS)/here
+	RSDL_OUTPUT_ARCHIVE=$(MATRIX_OUTPUTS)/here $(PY) -m pytest $(PYTEST_ARGS)
 
 test-matrix: ## Only the QGIS version matrix: the QGIS-facing suites in each chroot of MATRIX
 	@status=0; for version in $(MATRIX); do $(MAKE) --no-print-directory test-qgis-$$version || status=1; done; \
 	exit $$status
 
+compare-matrix: ## Compare what the qgis_process runs wrote here and on each QGIS of MATRIX (after the tests)
+	$(PY) scripts/matrix_outputs.py compare $(MATRIX_OUTPUTS)/here $(foreach version,$(MATRIX),$(MATRIX_OUTPUTS)/$(version))
+
 test-qgis-%: chroot-% ## The QGIS-facing suites on QGIS % (3.40, 3.44) in its chroot (MATRIX_PYTEST_ARGS=...)
 	@echo "== QGIS $* ($(CHROOT_SUITE_$*)): pytest $(MATRIX_PYTEST_ARGS)"
-	@start=$$(date +%s); status=0; \
-	scripts/chroot_run.sh $(CHROOTS)/qgis-$* env VENV=$(CHROOT_VENV) \
+	@start=$$(date +%s); status=0; rm -rf $(MATRIX_OUTPUTS)/$*; \
+	scripts/chroot_run.sh $(CHROOTS)/qgis-$* env VENV=$(CHROOT_VENV) RSDL_OUTPUT_ARCHIVE=$(MATRIX_OUTPUTS)/$* \
 	  $(CHROOT_VENV)/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || status=$$?; \
 	echo "== QGIS $*: pytest exit $$status after $$(( $$(date +%s) - start )) s"; exit $$status
 
