@@ -31,6 +31,10 @@ MATRIX      ?= 3.40 3.44
 MATRIX_PYTEST_ARGS ?= tests/unit tests/qgis tests/e2e tests/robustness
 CHROOTS     ?= $(HOME)/.cache/rsdl-chroots
 CHROOT_VENV := /opt/rsdl-venv
+# Both chroots are Debian 13 with the same Python 3.13 and numpy: they share one venv (about 6 GB
+# with torch), kept in CHROOTS and mounted at CHROOT_VENV; each sees its own QGIS through
+# --system-site-packages.
+CHROOT_ENTER = scripts/chroot_run.sh --bind $(CHROOTS)/venv-trixie:$(CHROOT_VENV) $(CHROOTS)/qgis-$*
 # What every qgis_process run wrote, per version, compared across versions by `make test`.
 MATRIX_OUTPUTS := $(CURDIR)/.matrix-outputs
 CHROOT_SUITE_3.40 := trixie
@@ -100,7 +104,7 @@ compare-matrix: ## Compare what the qgis_process runs wrote here and on each QGI
 test-qgis-%: chroot-% ## The QGIS-facing suites on QGIS % (3.40, 3.44) in its chroot (MATRIX_PYTEST_ARGS=...)
 	@echo "== QGIS $* ($(CHROOT_SUITE_$*)): pytest $(MATRIX_PYTEST_ARGS)"
 	@start=$$(date +%s); status=0; rm -rf $(MATRIX_OUTPUTS)/$*; \
-	scripts/chroot_run.sh $(CHROOTS)/qgis-$* env VENV=$(CHROOT_VENV) RSDL_OUTPUT_ARCHIVE=$(MATRIX_OUTPUTS)/$* \
+	$(CHROOT_ENTER) env VENV=$(CHROOT_VENV) RSDL_OUTPUT_ARCHIVE=$(MATRIX_OUTPUTS)/$* \
 	  $(CHROOT_VENV)/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || status=$$?; \
 	echo "== QGIS $*: pytest exit $$status after $$(( $$(date +%s) - start )) s"; exit $$status
 
@@ -128,8 +132,8 @@ chroot-%: ## Build or update the Debian chroot with QGIS % (3.40: trixie, 3.44: 
 	  touch $$root/.rsdl-chroot; echo "debootstrap: $$(( $$(date +%s) - start )) s"; \
 	fi; \
 	start=$$(date +%s); \
-	scripts/chroot_run.sh $$root env VENV=$(CHROOT_VENV) make --no-print-directory install; \
-	if [ -n "$(CHROOT_EXTRA_APT_$*)" ]; then scripts/chroot_run.sh $$root \
+	$(CHROOT_ENTER) env VENV=$(CHROOT_VENV) make --no-print-directory install; \
+	if [ -n "$(CHROOT_EXTRA_APT_$*)" ]; then $(CHROOT_ENTER) \
 	  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends $(CHROOT_EXTRA_APT_$*) >/dev/null; fi; \
 	echo "chroot QGIS $*: install $$(( $$(date +%s) - start )) s, $$(du -sh $$root | cut -f1) on disk"
 

@@ -4,9 +4,14 @@
 # host). Everything mounted here is unmounted in a trap, whatever the command does; the
 # environment is rebuilt from scratch, so the caller's PATH, venv or conda never leaks in.
 #
-#   scripts/chroot_run.sh ROOT COMMAND [ARG...]
+#   scripts/chroot_run.sh [--bind HOST_DIR:INSIDE_DIR]... ROOT COMMAND [ARG...]
 set -euo pipefail
 
+extra_binds=()
+while [ "${1:-}" = --bind ]; do
+  extra_binds+=("$2")
+  shift 2
+done
 root=$(realpath "$1")
 shift
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -40,6 +45,10 @@ bind /dev/pts /dev/pts --bind
 bind /dev/shm /dev/shm --bind
 bind "$repo" "$repo" --bind
 [ -d "$shared" ] && bind "$(realpath "$shared")" "$shared" --bind
+for pair in "${extra_binds[@]}"; do
+  mkdir -p "${pair%%:*}"
+  bind "${pair%%:*}" "${pair#*:}" --bind
+done
 
 # Name resolution and the host's CA bundle (package registries may sit behind the host's CA).
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
