@@ -1,23 +1,24 @@
 """Write the Graphical Modeler model the plugin ships, with the QGIS API (never by hand).
 
     python scripts/build_modeler_model.py [OUTPUT.model3]
+    python scripts/build_modeler_model.py --summary MODEL.model3 [...]   (JSON, see model_summary)
 
 The model, "Segment and evaluate against labels" (``rsdl:rasterize_segment_evaluate``), chains
 rsdl:segment -> rsdl:rasterizelabels -> rsdl:evaluate: the image is segmented, the label layers
 are rasterized onto the class raster's grid (so the chain holds when segment resamples to the
 model's resolution) and the class raster is scored against that mask. The provider loads every
 ``.model3`` in ``rsdl_qgis_plugin/models``. tests/e2e/test_modeler.py checks that running this
-script reproduces the committed file.
+script reproduces the committed file (on QGIS 3.22, which wrote it; newer QGIS writes models in
+another form, so there the two files are compared as that QGIS loads them, with ``--summary``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
-
-from rsdl_qgis_plugin.qgis_io.compat import SOURCE_VECTOR_ANY_GEOMETRY
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -64,6 +65,8 @@ def build_model() -> object:
         QgsProcessingParameterRasterLayer,
         QgsProcessingParameterString,
     )
+
+    from rsdl_qgis_plugin.qgis_io.compat import SOURCE_VECTOR_ANY_GEOMETRY
 
     model = QgsProcessingModelAlgorithm(MODEL_NAME, "Workflows", "workflows")
     parameters = [
@@ -144,14 +147,47 @@ def build_model() -> object:
         child.setModelOutputs(outputs)
         model.addChildAlgorithm(child)
     model.setHelpContent({"ALG_DESC": DESCRIPTION, "ALG_CREATOR": "rsdl", **HELP})
-    problems = [
+    problems = model_problems(model)
+    if problems:
+        raise RuntimeError("The model is not valid: " + "; ".join(problems))
+    return model
+
+
+def model_problems(model) -> list[str]:
+    """What QGIS's Modeler reports as wrong with the model's steps (empty: valid)."""
+    return [
         problem
         for child_id in model.childAlgorithms()
         for problem in model.validateChildAlgorithm(child_id)[1]
     ]
-    if problems:
-        raise RuntimeError("The model is not valid: " + "; ".join(problems))
-    return model
+
+
+def model_summary(path: Path) -> dict:
+    """The .model3 file at ``path`` as this QGIS loads it, whatever QGIS version wrote it.
+
+    ``model`` is QGIS's own description of the model (``toVariant``: inputs, steps with their
+    parameter sources, outputs, help) with the two things that depend on the writer taken out:
+    QGIS 3.22 names a model output "<step>:<output>" (segment:classes), QGIS 3.26 and later name
+    the outputs of models built there after their descriptions (classes) and mark that with
+    ``internal_version`` (qgis/QGIS#47559). Outputs are keyed here by step and output in both.
+    ``problems`` is what the Modeler reports wrong with the steps.
+    """
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    model = QgsProcessingModelAlgorithm()
+    if not model.fromFile(str(path)):
+        raise RuntimeError(f"QGIS could not load the model '{path}'.")
+    content = model.toVariant()
+    content.pop("internal_version", None)
+    definitions = {}
+    for name, definition in content.pop("parameterDefinitions").items():
+        metadata = definition.get("metadata") or {}
+        if "_modelChildId" in metadata:  # an output of a step
+            name = f"{metadata['_modelChildId']}:{metadata['_modelChildOutputName']}"
+            definition = {key: value for key, value in definition.items() if key != "name"}
+        definitions[name] = definition
+    content["parameterDefinitions"] = definitions
+    return {"model": content, "problems": model_problems(model)}
 
 
 def write_model(path: Path) -> Path:
@@ -165,11 +201,27 @@ def write_model(path: Path) -> Path:
     return path
 
 
+def _plain(value: object) -> object:
+    """JSON for what ``toVariant`` leaves wrapped: a QVariant (null, or holding a value)."""
+    from qgis.PyQt.QtCore import QVariant
+
+    if isinstance(value, QVariant):
+        return None if value.isNull() else value.value()
+    raise TypeError(f"{type(value).__name__} in a model is not JSON serializable")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("output", type=Path, nargs="?", default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        nargs="+",
+        metavar="MODEL3",
+        help="print how this QGIS loads these .model3 files (JSON, by file) instead of writing one",
+    )
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     # Qt orders XML attributes by a seeded hash: a fixed seed writes the same file every time.
@@ -182,7 +234,11 @@ def main() -> None:
     application.initQgis()
     provider = RsdlProvider(load_models=False)  # the models are what is being written
     QgsApplication.processingRegistry().addProvider(provider)
-    print(f"model: {write_model(args.output)}")
+    if args.summary:
+        summaries = {str(path): model_summary(path) for path in args.summary}
+        print(json.dumps(summaries, indent=1, sort_keys=True, default=_plain))
+    else:
+        print(f"model: {write_model(args.output)}")
     QgsApplication.processingRegistry().removeProvider(provider)
     application.exitQgis()
 

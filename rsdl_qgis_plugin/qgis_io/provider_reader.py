@@ -5,6 +5,15 @@ files, VRTs, WMS/XYZ basemaps. The provider resamples when the processing grid d
 the raster's own. Providers are not thread-safe: each reader owns a clone used on one thread.
 Raster files at their own pixels have a faster path with the same result (stripe_reader.py);
 the nodata rules both follow are here (``valid_pixels``, ``zero_non_finite``).
+
+Tiled web maps (XYZ, WMTS) are read finer than the grid and reduced here. QGIS draws each tile
+into the requested image, and from QGIS 3.44 (qgis/QGIS#61591, against hairline gaps between
+tiles) it snaps every tile's destination rectangle outwards to whole pixels of that image: a
+tile lands up to a pixel off and stretched by up to two. At the grid's own pixels that is up to
+a grid pixel of misplaced imagery (0.5 m for a 50 cm model over 7.5 cm tiles), which changed a
+model's output on one pixel in seven. Read at about the tiles' own pixel size, the same snapping
+moves imagery by at most one tile pixel, which each grid pixel then samples at its centre, as
+GDAL's nearest-neighbour reading of a file does.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from .compat import (
     DATA_TYPE_INT32,
     DATA_TYPE_UINT16,
     DATA_TYPE_UINT32,
+    RASTER_CAPABILITY_SIZE,
 )
 
 NUMPY_TYPES = {
@@ -37,6 +47,10 @@ NUMPY_TYPES = {
     DATA_TYPE_FLOAT64: np.float64,
 }
 _ARGB_TYPES = (DATA_TYPE_ARGB32, DATA_TYPE_ARGB32_PREMULTIPLIED)
+_ARGB_SHIFTS = {1: 16, 2: 8, 3: 0}  # red, green, blue in an ARGB pixel
+
+MAX_SUPERSAMPLING = 16  # read a tiled web map at most this many times finer than the grid
+MAX_BLOCK_PIXELS = 1 << 22  # a finer read is split into strips of at most this many pixels
 
 
 def valid_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -97,6 +111,9 @@ class ProviderWindowReader:
         self.bands = bands
         self.argb = provider.bandCount() == 1 and provider.dataType(1) in _ARGB_TYPES
         self.alpha = None if self.argb else alpha_band(provider)
+        # The pixel sizes of a tiled web map's zoom levels (a layer without a grid of its own).
+        tiled = self.argb and not provider.capabilities() & RASTER_CAPABILITY_SIZE
+        self.tile_resolutions = sorted(provider.nativeResolutions()) if tiled else []
 
     def _extent(self, row: int, col: int, rows: int, cols: int) -> QgsRectangle:
         x0, dx, _, y0, _, dy = self.grid.geotransform
@@ -115,12 +132,48 @@ class ProviderWindowReader:
         values = np.frombuffer(bytes(block.data()), dtype=NUMPY_TYPES[data_type]).reshape(rows, cols)
         return values, valid_pixels(values, block.noDataValue() if block.hasNoDataValue() else None)
 
-    def _argb(self, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    def supersampling(self, extent: QgsRectangle, rows: int, cols: int) -> int:
+        """How many times finer than ``cols`` x ``rows`` a tiled web map is read (1: not tiled).
+
+        The factor brings the read pixels to about the size of the tiles QGIS draws for this
+        request (the zoom level nearest the grid's pixel size, as the provider picks it), so that
+        a coarser-than-tiles grid does not make the provider fetch finer zoom levels.
+        """
+        if not self.tile_resolutions:
+            return 1
+        size = max(extent.width() / cols, extent.height() / rows)
+        tiles = min(self.tile_resolutions, key=lambda resolution: abs(resolution - size))
+        return max(1, min(MAX_SUPERSAMPLING, round(size / tiles)))
+
+    def _argb_block(self, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         block = self.provider.block(1, extent, cols, rows)
         pixels = np.frombuffer(bytes(block.data()), dtype=np.uint32).reshape(rows, cols)
-        channels = np.stack([(pixels >> shift) & 0xFF for shift in (16, 8, 0)]).astype(np.float32)
-        valid = ((pixels >> 24) & 0xFF) > 0
-        return channels[[band - 1 for band in self.bands]], valid
+        channels = np.stack([(pixels >> _ARGB_SHIFTS[band]) & 0xFF for band in self.bands])
+        return channels.astype(np.float32), ((pixels >> 24) & 0xFF) > 0
+
+    def _argb(self, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        factor = self.supersampling(extent, rows, cols)
+        if factor == 1:
+            return self._argb_block(extent, rows, cols)
+        # Each grid pixel takes the read pixel at its centre (for an even factor, the one just
+        # below and right of it), read in strips of grid rows to bound the memory.
+        centre = factor // 2
+        data = np.empty((len(self.bands), rows, cols), dtype=np.float32)
+        valid = np.empty((rows, cols), dtype=bool)
+        step = max(1, MAX_BLOCK_PIXELS // (cols * factor * factor))
+        pixel_height = extent.height() / rows
+        for top in range(0, rows, step):
+            count = min(step, rows - top)
+            strip = QgsRectangle(
+                extent.xMinimum(),
+                extent.yMaximum() - (top + count) * pixel_height,
+                extent.xMaximum(),
+                extent.yMaximum() - top * pixel_height,
+            )
+            fine, fine_valid = self._argb_block(strip, count * factor, cols * factor)
+            data[:, top : top + count] = fine[:, centre::factor, centre::factor]
+            valid[top : top + count] = fine_valid[centre::factor, centre::factor]
+        return data, valid
 
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         """A window of the grid; a resampled grid's last pixels may lie past the raster's edge."""

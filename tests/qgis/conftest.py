@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,23 @@ QGIS_PYTHON_PLUGINS = Path("/usr/share/qgis/python/plugins")
 
 
 _KEEP_ALIVE: list[Any] = []  # the registry does not own Python providers: keep ours referenced
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _free_qgis_objects_before_exit(qgis_app: QgsApplication):
+    """Free what failed tests left alive while QGIS still runs (torn down before ``qgis_app``).
+
+    pytest keeps the last failure's traceback in ``sys.last_traceback`` (for post-mortem
+    debugging), and with it the failing test's frame and every QGIS object in its locals. Those
+    were destroyed at interpreter exit, after pytest-qgis had called ``exitQgis``: a layer with
+    a web (wms) provider then crashed the garbage collector on QGIS 3.40/3.44 (a segmentation
+    fault, exit code 139 instead of the failure's 1).
+    """
+    yield
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        if hasattr(sys, name):
+            delattr(sys, name)
+    gc.collect()
 
 
 def _registered_provider():

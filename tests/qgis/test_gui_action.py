@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer
-from qgis.gui import QgsBrowserGuiModel
+from qgis.core import (
+    QgsApplication,
+    QgsLayerTreeModel,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsRasterLayer,
+)
+from qgis.gui import QgsBrowserGuiModel, QgsLayerTreeView
 
 from rsdl_qgis_plugin.gui.run_model_action import RunModelAction
 
 
 @pytest.fixture()
 def desktop_iface(qgis_iface, monkeypatch):
-    """pytest-qgis's interface, with the real browser model the Processing dialog asks for."""
-    model = QgsBrowserGuiModel()
-    monkeypatch.setattr(qgis_iface, "browserModel", lambda: model, raising=False)
+    """pytest-qgis's interface, with the real objects the Processing dialog asks the desktop for.
+
+    pytest-qgis answers every method it does not implement with a MagicMock. QGIS 3.22's
+    Processing never asks for ``iface.layerTreeView()``, QGIS 3.40's only calls methods on it
+    (which a mock swallows), and QGIS 3.44's hands it to the typed C++ call
+    ``QgsProcessingGuiUtils.addResultLayers``, which rightly refuses a mock (the result then
+    never reached the project). So the interface gets what QGIS desktop has: a layer tree view
+    over the project's layer tree.
+    """
+    browser_model = QgsBrowserGuiModel()
+    tree_view = QgsLayerTreeView()  # owned by Python: deleted with the last reference below
+    tree_view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot(), tree_view))
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser_model, raising=False)
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: tree_view, raising=False)
     return qgis_iface
 
 
@@ -56,6 +73,8 @@ def test_action_opens_prefilled_dialog_and_runs_in_background(
             other for other in QgsProject.instance().mapLayers().values() if other.source() == str(output)
         )
         assert isinstance(loaded.renderer(), QgsPalettedRasterRenderer)
+        # The result is placed in the Layers panel, as in QGIS desktop.
+        assert QgsProject.instance().layerTreeRoot().findLayer(loaded.id()) is not None
         assert [c.label for c in loaded.renderer().classes()] == ["background", "building", "water"]
         dialog.close()
     finally:
