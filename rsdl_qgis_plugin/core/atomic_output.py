@@ -129,6 +129,18 @@ class AtomicOutputs:
 
 
 @contextlib.contextmanager
+def _naming_os_errors(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError that names no file (a failed flush or close: a full disk) names ``path``: the
+    analyst must learn which output could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_file(
     final_path: str | os.PathLike,
     sidecars: tuple[str, ...] = RASTER_SIDECARS,
@@ -136,20 +148,23 @@ def atomic_file(
 ) -> Iterator[Path]:
     """Yield a temporary path to write; on success move it (and sidecars) to ``final_path``.
 
-    With ``outputs`` the file joins that group and is renamed when the group commits.
+    With ``outputs`` the file joins that group and is renamed when the group commits. An OSError
+    inside the block that names no file names ``final_path``.
     """
-    if outputs is not None:
-        yield outputs.temporary(final_path, sidecars)
-        return
-    with AtomicOutputs() as group:
-        yield group.temporary(final_path, sidecars)
+    with _naming_os_errors(final_path):
+        if outputs is not None:
+            yield outputs.temporary(final_path, sidecars)
+            return
+        with AtomicOutputs() as group:
+            yield group.temporary(final_path, sidecars)
 
 
 @contextlib.contextmanager
 def atomic_folder(final_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder to fill; on success it becomes ``final_dir``.
 
-    ``final_dir`` must be absent or empty: an existing dataset is never overwritten.
+    ``final_dir`` must be absent or empty: an existing dataset is never overwritten. An OSError
+    inside the block that names no file names ``final_dir``.
     """
     final = Path(final_dir)
     check_output_folder(final)
@@ -160,7 +175,8 @@ def atomic_folder(final_dir: str | os.PathLike) -> Iterator[Path]:
         )
     temp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TEMP_MARKER}", dir=final.parent))
     try:
-        yield temp
+        with _naming_os_errors(final):
+            yield temp
         if final.exists():
             final.rmdir()
         os.replace(temp, final)

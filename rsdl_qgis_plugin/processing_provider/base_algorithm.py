@@ -6,6 +6,8 @@ taken). An ``RsdlError`` raised anywhere below becomes a ``QgsProcessingExceptio
 same message, and so does a failed file operation (``OSError``: disk full, no permission),
 described for the analyst. Every file output's folder is checked before any work starts, and
 parameter values QGIS refuses are explained (the parameter, the value and what it accepts).
+GDAL's Python bindings return error codes while an algorithm runs, on any QGIS (newer QGIS
+switches their exceptions on process-wide; ``qgis_io.gdal_calls`` says why that matters).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from ..core.atomic_output import check_output_folder, public_path
 from ..core.errors import RsdlError, os_error_message
 from ..qgis_io.compat import PARAMETER_FLAG_ADVANCED
+from ..qgis_io.gdal_calls import gdal_return_codes
 
 _LAYER_PARAMETERS = (
     QgsProcessingParameterRasterLayer,
@@ -197,8 +200,10 @@ class RsdlAlgorithm(QgsProcessingAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         try:
-            self.check_output_folders(parameters)
-            return self.compute(parameters, context, feedback)
+            # GDAL fails the same way on every QGIS: by return codes (see qgis_io.gdal_calls).
+            with gdal_return_codes():
+                self.check_output_folders(parameters)
+                return self.compute(parameters, context, feedback)
         except RsdlError as error:
             raise QgsProcessingException(str(error)) from error
         except OSError as error:  # disk full, permissions: the file and the way out, no traceback

@@ -14,7 +14,7 @@ from qgis.core import QgsCoordinateTransformContext, QgsFeedback, QgsVectorLayer
 
 from ..core.grid import RasterGrid
 from ..core.label_rules import MaskValues, OverlapRule
-from .gdal_calls import check_gdal
+from .gdal_calls import check_gdal, gdal_errors, no_gdal_failure
 from .label_features import BufferSpec, ClassSource, prepare_labels
 
 
@@ -36,24 +36,26 @@ def write_area_mask(
         context,
         feedback,
     )
-    dataset = gdal.GetDriverByName("GTiff").Create(
-        str(path),
-        grid.width,
-        grid.height,
-        1,
-        gdal.GDT_Byte,
-        ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"],
-    )
-    check_gdal(dataset is not None, f"Creating the area mask '{path}'", path=path)
-    dataset.SetGeoTransform(grid.geotransform)
-    dataset.SetProjection(grid.crs_wkt)
-    # Outside is an explicit 0, not whatever GDAL makes of tiles it never wrote (issue 10).
-    check_gdal(
-        dataset.GetRasterBand(1).Fill(0) == gdal.CE_None, "Initialising the area mask", feedback, path=path
-    )
-    result = gdal.RasterizeLayer(dataset, [1], prepared.layer, burn_values=[1])
-    check_gdal(result == gdal.CE_None, "Rasterizing the processing area", feedback, path=path)
-    dataset = None
+    action = f"Writing the area mask '{path}'"
+    gdal.ErrorReset()
+    with gdal_errors(action, feedback, path):
+        dataset = gdal.GetDriverByName("GTiff").Create(
+            str(path),
+            grid.width,
+            grid.height,
+            1,
+            gdal.GDT_Byte,
+            ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"],
+        )
+        check_gdal(dataset is not None, action, path=path)
+        dataset.SetGeoTransform(grid.geotransform)
+        dataset.SetProjection(grid.crs_wkt)
+        # Outside is an explicit 0, not whatever GDAL makes of tiles it never wrote (issue 10).
+        check_gdal(dataset.GetRasterBand(1).Fill(0) == gdal.CE_None, action, feedback, path)
+        result = gdal.RasterizeLayer(dataset, [1], prepared.layer, burn_values=[1])
+        check_gdal(result == gdal.CE_None, action, feedback, path)
+        dataset = None  # closing writes what GDAL still holds: it can fail too
+        check_gdal(no_gdal_failure(), action, feedback, path)
     return path
 
 
@@ -62,11 +64,19 @@ class MaskedWindowReader:
 
     def __init__(self, reader, mask_path: Path) -> None:
         self.reader = reader
-        self.dataset = gdal.Open(str(mask_path))  # opened on the reading thread
+        self.path = mask_path
+        action = f"Opening the area mask '{mask_path}'"
+        with gdal_errors(action):  # on the reading thread, where exceptions may be on
+            self.dataset = gdal.Open(str(mask_path))
+            check_gdal(self.dataset is not None, action)
         self.band = self.dataset.GetRasterBand(1)
 
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-        inside = self.band.ReadAsArray(col, row, cols, rows) > 0
+        action = f"Reading rows {row + 1}-{row + rows} of the area mask '{self.path}'"
+        with gdal_errors(action):
+            inside = self.band.ReadAsArray(col, row, cols, rows)
+            check_gdal(inside is not None, action)
+        inside = inside > 0
         if not inside.any():  # skip the raster read: the tile will be skipped anyway
             return np.zeros((len(self.reader.bands), rows, cols), dtype=np.float32), inside
         data, valid = self.reader.read(row, col, rows, cols)

@@ -13,7 +13,7 @@ from qgis.core import QgsFeedback
 
 from ..core.chip_dataset import INDEX_LAYER, ChipRecord, pixel_field
 from ..core.grid import RasterGrid
-from .gdal_calls import check_gdal, raise_if_cancelled
+from .gdal_calls import check_gdal, gdal_errors, no_gdal_failure, raise_if_cancelled
 
 _FIELDS = (
     ("chip_id", ogr.OFTString),
@@ -53,17 +53,34 @@ def write_chip_index(
 ) -> None:
     """Write the index GeoPackage at ``path`` with a ``px_<value>`` field per value."""
     gdal.ErrorReset()
+    with gdal_errors(f"Writing the chip index '{path}'", feedback, path):
+        _write_index(path, records, grid, crs_wkt, pixel_values, feedback)
+
+
+def _write_index(
+    path: Path,
+    records: list[ChipRecord],
+    grid: RasterGrid,
+    crs_wkt: str,
+    pixel_values: list[int],
+    feedback: QgsFeedback | None,
+) -> None:
+    # A GeoPackage that cannot be written (a full disk) is still returned, with an error; every
+    # later step would then fail for a missing table, naming no disk.
     datasource = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    check_gdal(datasource is not None, f"Creating the chip index '{path}'", feedback, path=path)
+    created = datasource is not None and no_gdal_failure()
+    check_gdal(created, f"Creating the chip index '{path}'", feedback, path)
     srs = osr.SpatialReference()
     srs.ImportFromWkt(crs_wkt)
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     layer = datasource.CreateLayer(INDEX_LAYER, srs, ogr.wkbPolygon, ["SPATIAL_INDEX=YES"])
-    check_gdal(layer is not None, f"Creating layer '{INDEX_LAYER}' in '{path}'", feedback, path=path)
+    action = f"Creating layer '{INDEX_LAYER}' in '{path}'"
+    check_gdal(layer is not None and no_gdal_failure(), action, feedback, path)
     for name, field_type in _FIELDS:
-        layer.CreateField(ogr.FieldDefn(name, field_type))
+        check_gdal(layer.CreateField(ogr.FieldDefn(name, field_type)) == 0, action, feedback, path)
     for value in pixel_values:
-        layer.CreateField(ogr.FieldDefn(pixel_field(value), ogr.OFTInteger64))
+        field = ogr.FieldDefn(pixel_field(value), ogr.OFTInteger64)
+        check_gdal(layer.CreateField(field) == 0, action, feedback, path)
     definition = layer.GetLayerDefn()
 
     layer.StartTransaction()
@@ -104,6 +121,4 @@ def write_chip_index(
     # Features must go before their datasource closes (they use its layer definition).
     feature = definition = layer = None
     datasource = None
-    check_gdal(
-        gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing the chip index '{path}'", feedback, path=path
-    )
+    check_gdal(no_gdal_failure(), f"Writing the chip index '{path}'", feedback, path=path)

@@ -17,10 +17,9 @@ import numpy as np
 from osgeo import gdal
 from qgis.core import QgsFeedback
 
-from ..core.atomic_output import public_path
 from ..core.chips import ChipWindow
 from ..core.grid import RasterGrid
-from .gdal_calls import check_gdal
+from .gdal_calls import check_gdal, gdal_errors, no_gdal_failure
 from .raster_nodata import has_nodata, nodata_mask_rows
 
 CHIP_CREATION_OPTIONS = ["COMPRESS=DEFLATE"]
@@ -62,11 +61,15 @@ class StripReader:
     def read(self, row: int, feedback: QgsFeedback | None = None) -> Strip:
         width = self.image.RasterXSize
         rows = f"rows {row}-{row + self.rows}"
-        image = self.image.ReadAsArray(0, row, width, self.rows)
-        check_gdal(image is not None, f"Reading {rows} of image '{self.image.GetDescription()}'", feedback)
-        mask = self.mask_band.ReadAsArray(0, row, width, self.rows)
-        check_gdal(mask is not None, f"Reading {rows} of label mask '{self.mask_name}'", feedback)
-        nodata = nodata_mask_rows(self.image, row, self.rows) if self.image_has_nodata else None
+        action = f"Reading {rows} of image '{self.image.GetDescription()}'"
+        with gdal_errors(action, feedback):
+            image = self.image.ReadAsArray(0, row, width, self.rows)
+            check_gdal(image is not None, action, feedback)
+            nodata = nodata_mask_rows(self.image, row, self.rows) if self.image_has_nodata else None
+        action = f"Reading {rows} of label mask '{self.mask_name}'"
+        with gdal_errors(action, feedback):
+            mask = self.mask_band.ReadAsArray(0, row, width, self.rows)
+            check_gdal(mask is not None, action, feedback)
         if nodata is not None and not nodata.any():
             nodata = None
         return Strip(row, image.reshape(self.image.RasterCount, self.rows, width), nodata, mask)
@@ -129,24 +132,26 @@ class ChipFileWriter:
         metadata: dict[str, str],
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        name = public_path(path)  # messages name the chip where it will be, not our temporary
+        action = f"Writing chip '{path}'"  # an error names where the chip will be, not our temporary
         gdal.ErrorReset()
-        dataset = gdal.GetDriverByName("GTiff").Create(
-            str(path), window.size, window.size, len(styles), data_type, CHIP_CREATION_OPTIONS
-        )
-        check_gdal(dataset is not None, f"Creating chip '{name}'", path=path)
-        dataset.SetGeoTransform(self.grid.window_geotransform(window.col, window.row))
-        dataset.SetProjection(self.projection)
-        if metadata:
-            dataset.SetMetadata(metadata)
-        for index, style in enumerate(styles):
-            band = dataset.GetRasterBand(index + 1)
-            if style.nodata is not None:
-                band.SetNoDataValue(style.nodata)
-            band.SetColorInterpretation(style.color_interpretation)
-            if style.color_table is not None:
-                band.SetColorTable(style.color_table)
-            check_gdal(band.WriteArray(bands[index]) == gdal.CE_None, f"Writing chip '{name}'", path=path)
-        dataset.FlushCache()
-        dataset = None
-        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing chip '{name}'", path=path)
+        with gdal_errors(action, path=path):
+            dataset = gdal.GetDriverByName("GTiff").Create(
+                str(path), window.size, window.size, len(styles), data_type, CHIP_CREATION_OPTIONS
+            )
+            check_gdal(dataset is not None, action, path=path)
+            dataset.SetGeoTransform(self.grid.window_geotransform(window.col, window.row))
+            dataset.SetProjection(self.projection)
+            if metadata:
+                dataset.SetMetadata(metadata)
+            for index, style in enumerate(styles):
+                band = dataset.GetRasterBand(index + 1)
+                if style.nodata is not None:
+                    band.SetNoDataValue(style.nodata)
+                band.SetColorInterpretation(style.color_interpretation)
+                if style.color_table is not None:
+                    band.SetColorTable(style.color_table)
+                check_gdal(band.WriteArray(bands[index]) == gdal.CE_None, action, path=path)
+            band = None
+            dataset.FlushCache()
+            dataset = None  # closing writes the TIFF directory, which fails on a full disk too
+            check_gdal(no_gdal_failure(), action, path=path)

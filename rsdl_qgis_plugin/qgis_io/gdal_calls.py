@@ -1,17 +1,34 @@
 """Checked GDAL calls: progress callbacks tied to a QgsFeedback, and errors that name the file.
 
-GDAL's Python bindings return error codes unless exceptions are switched on globally, which
-would change behaviour for every other plugin in the same QGIS; so results are checked here.
+The plugin's GDAL code checks what each call returns (``check_gdal``), as GDAL's Python bindings
+report failures when exceptions are off. QGIS 3.22 leaves them off. Newer QGIS switches them on
+for the whole process: its processing plugin calls ``gdal.UseExceptions()`` when it loads (3.44
+does; 3.22 does not), and from GDAL 3.7 on that covers gdal, gdal_array, ogr and osr alike. Then
+a failed read raises RuntimeError instead of returning None, and a dataset whose closing fails
+(a full disk: the TIFF directory cannot be written) raises from its destructor, where Python can
+only print "Exception ignored in delete_Dataset" and the failure is lost. So:
+
+- ``gdal_return_codes()`` makes GDAL calls on the current thread return error codes, whatever
+  the process-wide setting, and restores it afterwards (GDAL >= 3.7 keeps the setting per
+  thread; other plugins and threads keep theirs). Every algorithm runs inside it, so GDAL 3.6
+  and 3.10 fail the same way and ``check_gdal`` sees every failure, closing included.
+- ``gdal_errors()`` turns a RuntimeError that a GDAL call raises anyway (on another thread, as
+  the tile reader's; GDAL < 3.7, where nothing can override exceptions that something switched
+  on) into the same error as ``check_gdal``.
+- ``gdal_failure()`` is the one place that words a failed GDAL call for the analyst: the action,
+  GDAL's reason, the way out, and our temporary names replaced by the outputs the analyst chose.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
-from osgeo import gdal
+from osgeo import gdal, ogr, osr
 from qgis.core import QgsFeedback
 
 from ..core.atomic_output import public_path
@@ -54,25 +71,70 @@ def low_on_disk_space(path: str | os.PathLike) -> bool:
         return False
 
 
-def check_gdal(
-    ok: bool, action: str, feedback: QgsFeedback | None = None, path: str | os.PathLike | None = None
-) -> None:
-    """Raise an error naming ``action`` (and GDAL's reason) when a GDAL call failed; ``path`` is
-    the file written, whose disk is checked for space."""
-    if ok:
-        return
-    raise_if_cancelled(feedback)
-    reason = (gdal.GetLastErrorMsg() or "unknown GDAL error").rstrip(".")
+def gdal_failure(
+    action: str,
+    reason: str,
+    feedback: QgsFeedback | None = None,
+    path: str | os.PathLike | None = None,
+) -> RsdlError:
+    """The error to raise for a failed GDAL call: ``action`` (naming the file), GDAL's ``reason``
+    and the way out. ``path`` is the file written, whose disk is checked for space. A cancelled
+    run gives the cancel error instead (GDAL fails a call whose progress callback said stop)."""
+    if feedback is not None and feedback.isCanceled():
+        return CancelledError()
+    reason = (reason.strip() or "unknown GDAL error").rstrip(".")
     lowered = reason.lower()
     hint = ""
-    disk_full_texts = ("no space left", "disk is full", "file too large", "quota", "write")
+    # SQLite (GeoPackage) says "disk I/O error" where a write failed for a full disk or EFBIG.
+    disk_full_texts = ("no space left", "disk is full", "file too large", "quota", "write", "disk i/o error")
     if any(text in lowered for text in disk_full_texts) or (path is not None and low_on_disk_space(path)):
         hint = (
             " The disk may be full: check free disk space in the output folder (or choose a "
             "folder on another disk); no partial output was kept."
         )
-    elif "read" in lowered:
+    elif "read" in lowered or action.startswith("Reading"):
         hint = (
             " The file may be truncated or corrupt: check it (gdalinfo -checksum) or copy or export it again."
         )
-    raise RsdlError(public_path(f"{action} failed: {reason}.{hint}"))
+    return RsdlError(public_path(f"{action} failed: {reason}.{hint}"))
+
+
+def check_gdal(
+    ok: bool, action: str, feedback: QgsFeedback | None = None, path: str | os.PathLike | None = None
+) -> None:
+    """Raise an error naming ``action`` (and GDAL's last error message) when a GDAL call failed;
+    ``path`` is the file written, whose disk is checked for space."""
+    if not ok:
+        raise gdal_failure(action, gdal.GetLastErrorMsg(), feedback, path)
+
+
+def no_gdal_failure() -> bool:
+    """Whether no GDAL call failed since the last ``gdal.ErrorReset()``. Some failures show only
+    there: a dataset that could not be written completely is still returned, and closing one
+    reports nothing else."""
+    return gdal.GetLastErrorType() < gdal.CE_Failure
+
+
+@contextlib.contextmanager
+def gdal_errors(
+    action: str, feedback: QgsFeedback | None = None, path: str | os.PathLike | None = None
+) -> Iterator[None]:
+    """Around GDAL calls that may raise (exceptions on): a RuntimeError from GDAL becomes the
+    error ``check_gdal`` gives for a failed return code. Use ``check_gdal`` inside as well. GDAL's
+    last error is left as it was: a caller may check for any failure since its own reset."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise gdal_failure(action, str(error), feedback, path) from error
+
+
+@contextlib.contextmanager
+def gdal_return_codes() -> Iterator[None]:
+    """GDAL calls on this thread return error codes (and set GDAL's last error) inside the block,
+    whatever the process-wide exception setting; the thread's setting is restored afterwards."""
+    with contextlib.ExitStack() as stack:
+        for module in (gdal, ogr, osr):  # gdal's manager covers gdal_array as well
+            manager = getattr(module, "ExceptionMgr", None)  # GDAL >= 3.7
+            if manager is not None:
+                stack.enter_context(manager(useExceptions=False))
+        yield

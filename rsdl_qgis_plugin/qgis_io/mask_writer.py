@@ -23,7 +23,7 @@ from ..core.atomic_output import AtomicOutputs, public_path, release_failed_fram
 from ..core.class_statistics import ClassStatistics
 from ..core.grid import RasterGrid
 from ..core.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
-from .gdal_calls import check_gdal, progress_callback, raise_if_cancelled
+from .gdal_calls import check_gdal, no_gdal_failure, progress_callback, raise_if_cancelled
 from .label_features import BURN_FIELD
 from .raster_description import class_raster_description
 from .raster_nodata import has_nodata, nodata_mask_rows
@@ -64,6 +64,8 @@ def _write_final_rows(
     values: MaskValues,
     writer: GeoTiffRowWriter,
     feedback: QgsFeedback | None,
+    name: str,
+    path: Path,
 ) -> ClassStatistics:
     """Copy the burnt rows into ``writer`` with the reference's nodata as the ignore value, and
     count the classes of what is written."""
@@ -75,6 +77,7 @@ def _write_final_rows(
         raise_if_cancelled(feedback)
         rows = min(ROWS_PER_PASS, height - row)
         block = band.ReadAsArray(0, row, dataset.RasterXSize, rows)
+        check_gdal(block is not None, f"Reading back {name}", feedback, path)
         if use_reference:
             block[nodata_mask_rows(reference, row, rows)] = values.ignore_value
         statistics.add_block(block)
@@ -131,8 +134,12 @@ def write_label_mask(
                 raw_path,
             )
             _burn(raw, labels, options, feedback, name, raw_path)
-            statistics = _write_final_rows(raw, reference, values, writer, feedback)
-            check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing {name}", feedback, raw_path)
+            # Write the burn file out before reading it back, so a failed write (a full disk)
+            # fails here on every GDAL, not only when blocks leave the cache (or never).
+            raw.FlushCache()
+            check_gdal(no_gdal_failure(), f"Writing {name}", feedback, raw_path)
+            statistics = _write_final_rows(raw, reference, values, writer, feedback, name, raw_path)
+            check_gdal(no_gdal_failure(), f"Writing {name}", feedback, raw_path)
     except BaseException as error:
         # A failed step may still hold the raw file open; closing it later would write its
         # .aux.xml again after we removed it.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from osgeo import gdal
 
+from .gdal_calls import check_gdal, gdal_errors
+
 
 def has_nodata(dataset: gdal.Dataset) -> bool:
     """Whether any band has nodata (a nodata value, an alpha band or a mask)."""
@@ -17,9 +19,12 @@ def has_nodata(dataset: gdal.Dataset) -> bool:
 def nodata_mask_rows(dataset: gdal.Dataset, row: int, rows: int) -> np.ndarray:
     """True where every band of the raster is nodata (or masked) in these full-width rows."""
     nodata = np.ones((rows, dataset.RasterXSize), dtype=bool)
-    for index in range(1, dataset.RasterCount + 1):
-        mask = dataset.GetRasterBand(index).GetMaskBand()
-        nodata &= mask.ReadAsArray(0, row, dataset.RasterXSize, rows) == 0
-        if not nodata.any():
-            break
+    action = f"Reading the nodata mask of rows {row}-{row + rows} of '{dataset.GetDescription()}'"
+    with gdal_errors(action):
+        for index in range(1, dataset.RasterCount + 1):
+            block = dataset.GetRasterBand(index).GetMaskBand().ReadAsArray(0, row, dataset.RasterXSize, rows)
+            check_gdal(block is not None, action)
+            nodata &= block == 0
+            if not nodata.any():
+                break
     return nodata

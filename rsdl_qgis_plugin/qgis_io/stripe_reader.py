@@ -23,6 +23,7 @@ from qgis.core import QgsRasterLayer
 
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
+from .gdal_calls import check_gdal, gdal_errors
 from .provider_reader import NUMPY_TYPES, alpha_band, valid_pixels, zero_non_finite
 
 _ALIGNMENT_TOLERANCE = 1e-6  # pixels: a grid offset this close to whole pixels is aligned
@@ -45,7 +46,8 @@ class GdalStripeReader:
         alpha: int | None,
     ) -> None:
         self.path = path
-        self.dataset = gdal.Open(path, gdal.GA_ReadOnly)  # opened on the reading thread
+        with gdal_errors(f"Opening raster '{path}' again"):
+            self.dataset = gdal.Open(path, gdal.GA_ReadOnly)  # opened on the reading thread
         if self.dataset is None:
             raise RsdlError(f"GDAL cannot open raster '{path}' any more; is the file still there?")
         self.col_offset, self.row_offset = offset
@@ -65,20 +67,12 @@ class GdalStripeReader:
 
     def _read_stripe(self, row: int, rows: int) -> None:
         band_list = [*self.bands, *([self.alpha] if self.alpha is not None else [])]
-        gdal.ErrorReset()
-        try:
+        action = f"Reading rows {row + 1}-{row + rows} of raster '{self.path}'"
+        with gdal_errors(action):  # this runs on the reading thread, where exceptions may be on
             values = self.dataset.ReadAsArray(
                 self.col_offset, self.row_offset + row, self.width, rows, band_list=band_list
             )
-            reason = gdal.GetLastErrorMsg()
-        except RuntimeError as error:  # where gdal.UseExceptions() is in effect
-            values, reason = None, str(error)
-        if values is None:
-            raise RsdlError(
-                f"Reading rows {row + 1}-{row + rows} of raster '{self.path}' failed "
-                f"({reason or 'GDAL gave no reason'}). The file may be truncated or corrupt: "
-                "check it (gdalinfo -checksum) or copy or export it again."
-            )
+            check_gdal(values is not None, action)
         values = values.reshape(len(band_list), rows, self.width)
         # A pixel is nodata when any band the model reads is nodata.
         valid = np.ones((rows, self.width), dtype=bool)

@@ -9,7 +9,8 @@ from qgis.core import QgsPalettedRasterRenderer, QgsRasterDataProvider, QgsRaste
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtXml import QDomDocument
 
-from ..core.atomic_output import AtomicOutputs, atomic_file
+from ..core.atomic_output import AtomicOutputs, atomic_file, public_path
+from ..core.errors import RsdlError, os_error_message
 from ..core.label_rules import LabelClass, MaskValues
 
 
@@ -50,6 +51,10 @@ def write_class_style(
     if error:
         raise RuntimeError(f"Could not build the style of '{raster}': {error}")
     qml = raster.with_suffix(".qml")
-    with atomic_file(qml, sidecars=(), outputs=outputs) as temp:
-        temp.write_text(document.toString(), encoding="utf-8")
+    try:
+        with atomic_file(qml, sidecars=(), outputs=outputs) as temp:
+            temp.write_text(document.toString(), encoding="utf-8")
+    except OSError as failure:  # the analyst chose the raster: name it, not only its sidecar
+        message = f"The style of '{raster}' could not be written. {os_error_message(failure)}"
+        raise RsdlError(public_path(message)) from failure
     return qml

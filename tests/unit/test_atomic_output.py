@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from rsdl_qgis_plugin.core.atomic_output import atomic_file, atomic_folder, leftover_temporaries
@@ -48,4 +50,17 @@ def test_atomic_folder(tmp_path):
         (temp / "b.txt").write_text("b")
         raise KeyError("cancel")
     assert not (tmp_path / "other").exists()
+    assert leftover_temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_an_os_error_naming_no_file_names_the_output(tmp_path, folder):
+    """A failed flush or close (a full disk) raises an OSError without a file name."""
+    final = tmp_path / ("chips" if folder else "out.json")
+    with pytest.raises(OSError) as caught, atomic_folder(final) if folder else atomic_file(final):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.filename == str(final)
+    with pytest.raises(OSError) as caught, atomic_file(final.with_suffix(".tif")) as temp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(temp))
+    assert caught.value.filename == str(temp)  # a named file stays named
     assert leftover_temporaries(tmp_path) == []
