@@ -1,5 +1,6 @@
 """QGIS 4 / Qt6 readiness, checked mechanically on every QGIS in the matrix (issue 10).
 
+- Qt is imported through ``qgis.PyQt`` only, never PyQt5 or PyQt6 directly.
 - Enum values come from ``qgis_io/compat.py`` only: no other module of the plugin (or the scripts
   that run inside QGIS) takes an enum value from a QGIS or Qt class, where QGIS 3.36+ resolves the
   old names only through monkey-patched aliases that QGIS 4 drops.
@@ -84,6 +85,20 @@ def _enum_uses(path: Path) -> list[str]:
 def test_enum_values_come_from_the_compat_module_only():
     uses = [use for path in SOURCES if path != COMPAT for use in _enum_uses(path)]
     assert uses == [], "take these from rsdl_qgis_plugin/qgis_io/compat.py:\n" + "\n".join(uses)
+
+
+def test_qt_comes_through_qgis_pyqt_only():
+    """qgis.PyQt is PyQt5 under QGIS 3 and PyQt6 under QGIS 4; a direct import pins one of them."""
+    direct = []
+    for path in [*SOURCES, *(REPO / "training").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            direct += [
+                f"{path.relative_to(REPO)}:{node.lineno}: {m}" for m in modules if m.startswith("PyQt")
+            ]
+    assert direct == []
 
 
 def test_the_scan_sees_an_enum_use(tmp_path):
