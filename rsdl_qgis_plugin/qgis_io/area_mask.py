@@ -50,7 +50,7 @@ def write_area_mask(
         check_gdal(dataset is not None, action, path=path)
         dataset.SetGeoTransform(grid.geotransform)
         dataset.SetProjection(grid.crs_wkt)
-        # Outside is an explicit 0, not whatever GDAL makes of tiles it never wrote (issue 10).
+        # Outside is an explicit 0, not whatever GDAL makes of tiles it never wrote.
         check_gdal(dataset.GetRasterBand(1).Fill(0) == gdal.CE_None, action, feedback, path)
         result = gdal.RasterizeLayer(dataset, [1], prepared.layer, burn_values=[1])
         check_gdal(result == gdal.CE_None, action, feedback, path)

@@ -8,7 +8,7 @@ renamed into place when complete.
 
 Never let GDAL copy the temporary file (``gdal.Translate``): from GDAL 3.10 a copy treats the
 temporary file's never-written tiles as holes and fills them with the output's nodata, the ignore
-value, so background silently became "unknown" (issue 10).
+value, so background silently became "unknown".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""QGIS 4 / Qt6 readiness, checked mechanically on every QGIS in the matrix (issue 10).
+"""QGIS 4 / Qt6 readiness, checked mechanically on every QGIS in the matrix.
 
 - Qt is imported through ``qgis.PyQt`` only, never PyQt5 or PyQt6 directly.
 - Enum values come from ``qgis_io/compat.py`` only: no other module of the plugin (or the scripts

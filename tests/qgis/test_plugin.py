@@ -42,7 +42,7 @@ def test_metadata_is_complete(repo_root):
     general = metadata["general"]
     assert general["hasProcessingProvider"] == "yes"
     assert general["qgisMinimumVersion"] == "3.22"
-    # Unset, it defaults to 3.99 and QGIS 4 hides the plugin (issue 10).
+    # Unset, it defaults to 3.99 and QGIS 4 hides the plugin.
     assert general["qgisMaximumVersion"] == "4.99"
     for key in (
         "name",

@@ -1,6 +1,6 @@
 """Label masks from sparse labels under a tiny GDAL cache: every background pixel stays background.
 
-Regression test for issue 10. The mask writer used to burn into a raw tiled GeoTIFF and copy it
+A regression test. The mask writer used to burn into a raw tiled GeoTIFF and copy it
 with ``gdal.Translate(noData=ignore)``. From GDAL 3.10 the copy treats tiles that were never
 written as holes and fills them with nodata, so background became the ignore value while the
 statistics still counted it as background (a 4096^2 grid with one small polygon: 15.8 M of 16.8 M
