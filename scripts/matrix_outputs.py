@@ -38,22 +38,32 @@ VECTORS = {".gpkg", ".geojson", ".shp"}
 TABLES = {".csv"}
 
 
-def archive_outputs(archive: Path, args: Sequence[str], cwd: Path | None, started: float) -> None:
-    """Copy the outputs of one finished ``qgis_process run ALG -- KEY=VALUE...`` into ``archive``."""
+def path_arguments(args: Sequence[str], cwd: Path | None) -> dict[str, tuple[Path, float | None]]:
+    """``KEY -> (path, time of its newest change or None)`` for the ``KEY=path`` arguments of
+    ``qgis_process run ALG -- ...``: taken before the run, so that afterwards only what the run
+    created or changed counts as its output."""
+    paths = {}
+    for argument in args[2:]:
+        key, separator, value = argument.partition("=")
+        if separator and value and "|" not in value:
+            path = Path(value) if os.path.isabs(value) else (cwd or Path.cwd()) / value
+            paths[key] = (path, _newest_change(path) if path.exists() else None)
+    return paths
+
+
+def archive_outputs(archive: Path, algorithm: str, before: dict[str, tuple[Path, float | None]]) -> None:
+    """Copy what one finished run wrote (``before``: ``path_arguments`` taken before it) into
+    ``archive``."""
     test = os.environ.get("PYTEST_CURRENT_TEST", "no-test").rsplit(" ", 1)[0]
     folder = archive / re.sub(r"[^\w.-]+", "_", test)
     folder.mkdir(parents=True, exist_ok=True)
     run_index = sum(1 for _ in folder.glob("run-*"))
     (folder / f"run-{run_index:02d}").touch()
-    algorithm = re.sub(r"[^\w]+", "_", args[1]) if len(args) > 1 else "run"
-    for argument in args[2:]:
-        key, separator, value = argument.partition("=")
-        if not separator or not value or "|" in value:
-            continue
-        path = Path(value) if os.path.isabs(value) else (cwd or Path.cwd()) / value
-        if not path.exists() or _newest_change(path) < started:
+    name = re.sub(r"[^\w]+", "_", algorithm)
+    for key, (path, changed) in before.items():
+        if not path.exists() or (changed is not None and _newest_change(path) <= changed):
             continue  # an input, or not a path
-        target = folder / f"{run_index:02d}-{algorithm}-{key}{path.suffix if path.is_file() else ''}"
+        target = folder / f"{run_index:02d}-{name}-{key}{path.suffix if path.is_file() else ''}"
         if path.is_dir():
             shutil.copytree(path, target, dirs_exist_ok=True)
         else:

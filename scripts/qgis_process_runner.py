@@ -18,13 +18,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts.matrix_outputs import ARCHIVE_VARIABLE, archive_outputs
+from scripts.matrix_outputs import ARCHIVE_VARIABLE, archive_outputs, path_arguments
 
 
 def embedded_python_environment(executable: str, environment: dict[str, str]) -> dict[str, str]:
@@ -82,13 +81,13 @@ class QgisProcess:
         completed process (text output)."""
         if not self.enabled and args[:1] != ("plugins",):
             self.enable_plugin()
-        started = time.time() - 1.0  # file times may be rounded down to the second
+        archive = os.environ.get(ARCHIVE_VARIABLE) if args[:1] == ("run",) else None
+        before = path_arguments(args, cwd) if archive else {}
         result = subprocess.run(
             [self.executable, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd
         )
-        archive = os.environ.get(ARCHIVE_VARIABLE)
-        if archive and result.returncode == 0 and args[:1] == ("run",):
-            archive_outputs(Path(archive), args, cwd, started)  # compared across QGIS versions
+        if archive and result.returncode == 0:
+            archive_outputs(Path(archive), args[1], before)  # compared across QGIS versions
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"qgis_process {' '.join(args)} failed ({result.returncode}):\n"

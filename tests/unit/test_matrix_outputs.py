@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from scripts.matrix_outputs import archive_outputs, compare_archives
+from scripts.matrix_outputs import archive_outputs, compare_archives, path_arguments
 
 
 def _raster(path: Path, pixels: np.ndarray) -> None:
@@ -76,17 +75,15 @@ def test_any_difference_is_reported(tmp_path):
 
 
 def test_archive_keeps_outputs_not_inputs(tmp_path, monkeypatch):
-    source = tmp_path / "input.tif"
-    _raster(source, np.zeros((2, 2), np.uint8))
-    old = time.time() - 100
-    os.utime(source, (old, old))
-    started = time.time() - 1
-    output = tmp_path / "out.tif"
-    _raster(output, np.ones((2, 2), np.uint8))
+    source, output = tmp_path / "input.tif", tmp_path / "out.tif"
+    _raster(source, np.zeros((2, 2), np.uint8))  # written just before the run, as tests do
+    args = ["run", "rsdl:segment", "--", f"INPUT={source}", f"OUTPUT={output}", "TILE_SIZE=256"]
+    before = path_arguments(args, None)
+    time.sleep(0.01)
+    _raster(output, np.ones((2, 2), np.uint8))  # the "run"
     monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/x.py::test_y (call)")
     archive = tmp_path / "archive"
-    args = ["run", "rsdl:segment", "--", f"INPUT={source}", f"OUTPUT={output}", "TILE_SIZE=256"]
-    archive_outputs(archive, args, None, started)
+    archive_outputs(archive, args[1], before)
     assert sorted(p.name for p in (archive / "tests_x.py_test_y").iterdir()) == [
         "00-rsdl_segment-OUTPUT.tif",
         "run-00",
