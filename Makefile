@@ -34,7 +34,9 @@ CHROOT_VENV := /opt/rsdl-venv
 # Both chroots are Debian 13 with the same Python 3.13 and numpy: they share one venv (about 6 GB
 # with torch), kept in CHROOTS and mounted at CHROOT_VENV; each sees its own QGIS through
 # --system-site-packages.
-CHROOT_ENTER = scripts/chroot_run.sh --bind $(CHROOTS)/venv-trixie:$(CHROOT_VENV) $(CHROOTS)/qgis-$*
+# Building and entering a chroot needs root: sudo for other users.
+AS_ROOT     := $(if $(filter 0,$(shell id -u)),,sudo)
+CHROOT_ENTER = $(AS_ROOT) scripts/chroot_run.sh --bind $(CHROOTS)/venv-trixie:$(CHROOT_VENV) $(CHROOTS)/qgis-$*
 # What every qgis_process run wrote, per version, compared across versions by `make test`.
 MATRIX_OUTPUTS := $(CURDIR)/.matrix-outputs
 CHROOT_SUITE_3.40 := trixie
@@ -103,7 +105,7 @@ compare-matrix: ## Compare what the qgis_process runs wrote here and on each QGI
 
 test-qgis-%: chroot-% ## The QGIS-facing suites on QGIS % (3.40, 3.44) in its chroot (MATRIX_PYTEST_ARGS=...)
 	@echo "== QGIS $* ($(CHROOT_SUITE_$*)): pytest $(MATRIX_PYTEST_ARGS)"
-	@start=$$(date +%s); status=0; rm -rf $(MATRIX_OUTPUTS)/$*; \
+	@start=$$(date +%s); status=0; $(AS_ROOT) rm -rf $(MATRIX_OUTPUTS)/$*; \
 	$(CHROOT_ENTER) env VENV=$(CHROOT_VENV) RSDL_OUTPUT_ARCHIVE=$(MATRIX_OUTPUTS)/$* \
 	  $(CHROOT_VENV)/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || status=$$?; \
 	echo "== QGIS $*: pytest exit $$status after $$(( $$(date +%s) - start )) s"; exit $$status
@@ -118,18 +120,18 @@ chroot-%: ## Build or update the Debian chroot with QGIS % (3.40: trixie, 3.44: 
 	  command -v debootstrap >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq debootstrap; }; \
 	  if findmnt -rno TARGET | grep -q "^$$root"; then echo "$$root has mounts; not touching it." >&2; exit 1; fi; \
-	  rm -rf $$root; mkdir -p $(CHROOTS); start=$$(date +%s); \
+	  $(AS_ROOT) rm -rf $$root; mkdir -p $(CHROOTS); start=$$(date +%s); \
 	  echo "debootstrap trixie into $$root from $(DEBIAN_MIRROR)"; \
-	  debootstrap --variant=minbase --include=make,ca-certificates trixie $$root $(DEBIAN_MIRROR) >$$root.log 2>&1 \
+	  $(AS_ROOT) debootstrap --variant=minbase --include=make,ca-certificates trixie $$root $(DEBIAN_MIRROR) >$$root.log 2>&1 \
 	    || { tail -n 20 $$root.log; exit 1; }; \
 	  printf 'deb %s trixie main\ndeb %s trixie-updates main\n' $(DEBIAN_MIRROR) $(DEBIAN_MIRROR) \
-	    > $$root/etc/apt/sources.list; \
+	    | $(AS_ROOT) tee $$root/etc/apt/sources.list >/dev/null; \
 	  if [ "$(CHROOT_SUITE_$*)" = trixie-backports ]; then \
-	    echo "deb $(DEBIAN_MIRROR) trixie-backports main" >> $$root/etc/apt/sources.list; \
+	    echo "deb $(DEBIAN_MIRROR) trixie-backports main" | $(AS_ROOT) tee -a $$root/etc/apt/sources.list >/dev/null; \
 	    printf 'Package: qgis qgis-* libqgis* python3-qgis python3-qgis-*\nPin: release n=trixie-backports\nPin-Priority: 990\n' \
-	      > $$root/etc/apt/preferences.d/qgis-backports; \
+	      | $(AS_ROOT) tee $$root/etc/apt/preferences.d/qgis-backports >/dev/null; \
 	  fi; \
-	  touch $$root/.rsdl-chroot; echo "debootstrap: $$(( $$(date +%s) - start )) s"; \
+	  $(AS_ROOT) touch $$root/.rsdl-chroot; echo "debootstrap: $$(( $$(date +%s) - start )) s"; \
 	fi; \
 	start=$$(date +%s); \
 	$(CHROOT_ENTER) env VENV=$(CHROOT_VENV) make --no-print-directory install; \

@@ -2,7 +2,8 @@
 # Run a command inside a Debian chroot made by `make chroot-VERSION`, with /proc, /sys, /dev, the
 # repository and ../shared mounted at their host paths (so tests find ../shared/data as on the
 # host). Everything mounted here is unmounted in a trap, whatever the command does; the
-# environment is rebuilt from scratch, so the caller's PATH, venv or conda never leaks in.
+# environment is rebuilt from scratch, so the caller's PATH, venv or conda never leaks in, and
+# Python writes no bytecode into the shared repository (it would belong to root).
 #
 #   scripts/chroot_run.sh [--bind HOST_DIR:INSIDE_DIR]... ROOT COMMAND [ARG...]
 set -euo pipefail
@@ -60,6 +61,7 @@ chroot "$root" /usr/bin/env -i \
   HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   CI="${CI:-}" DEBIAN_FRONTEND=noninteractive QT_QPA_PLATFORM=offscreen \
+  PYTHONDONTWRITEBYTECODE=1 \
   PIP_CERT=$ca_inside SSL_CERT_FILE=$ca_inside REQUESTS_CA_BUNDLE=$ca_inside \
   PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT="${PIP_DEFAULT_TIMEOUT:-180}" \
   /bin/bash -c 'cd "$0" && exec "$@"' "$repo" "$@"
