@@ -168,6 +168,20 @@ print(json.dumps(missing))
 """
 
 
+def _missing_in_pyqt6(request: dict) -> list[str]:
+    """The names of ``request`` that PyQt6 lacks, looked up in a separate Python (PyQt5 and PyQt6
+    cannot share one)."""
+    environment = {**os.environ, "PYTHONPATH": str(PYQT6), "QT_QPA_PLATFORM": "offscreen"}
+    result = subprocess.run(
+        [sys.executable, "-c", _PYQT6_CHECK, json.dumps(request)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
 def test_qt_names_exist_in_pyqt6():
     assert (PYQT6 / "PyQt6").is_dir(), f"PyQt6 is missing from {PYQT6}: run make install"
     qt_classes = {"Qt", "QMetaType", "QPainter", "QVariant", "QImage"}
@@ -178,25 +192,9 @@ def test_qt_names_exist_in_pyqt6():
         "moved": {module: sorted(names) for module, names in QGIS_QT6_REEXPORTS.items()},
         "enums": enums,
     }
-    environment = {**os.environ, "PYTHONPATH": str(PYQT6), "QT_QPA_PLATFORM": "offscreen"}
-    result = subprocess.run(
-        [sys.executable, "-c", _PYQT6_CHECK, json.dumps(request)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(result.stdout) == [], "missing in PyQt6 (QGIS 4)"
-    # The same request against PyQt6 with a name Qt6 dropped must fail (the check can fail).
-    request["enums"] = ["Qt.AlignVCenter"]
-    result = subprocess.run(
-        [sys.executable, "-c", _PYQT6_CHECK, json.dumps(request)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(result.stdout) == ["Qt.AlignVCenter"]
+    assert _missing_in_pyqt6(request) == [], "missing in PyQt6 (QGIS 4)"
+    # The same request with a name Qt6 dropped must fail (the check can fail).
+    assert _missing_in_pyqt6({**request, "enums": ["Qt.AlignVCenter"]}) == ["Qt.AlignVCenter"]
 
 
 def test_the_plugins_own_deprecation_warnings_are_errors():
