@@ -28,7 +28,7 @@ PYTEST_ARGS ?=
 # The QGIS version matrix: each version runs the QGIS-facing suites in a Debian chroot (needs root).
 # MATRIX= skips it; CHROOTS is where the chroots are built once and kept.
 MATRIX      ?= 3.40 3.44
-MATRIX_SUITES := tests/unit tests/qgis tests/e2e tests/robustness
+MATRIX_SUITES := tests/unit tests/qgis tests/e2e tests/robustness tests/desktop
 # 3.44 also runs the training suite: Python 3.13 and numpy 2 for training too (about a minute).
 MATRIX_SUITES_3.44 := $(MATRIX_SUITES) tests/training
 MATRIX_PYTEST_ARGS ?= $(or $(MATRIX_SUITES_$*),$(MATRIX_SUITES))
