@@ -34,11 +34,11 @@ MATRIX_SUITES_3.44 := $(MATRIX_SUITES) tests/training
 MATRIX_PYTEST_ARGS ?= $(or $(MATRIX_SUITES_$*),$(MATRIX_SUITES))
 CHROOTS     ?= $(HOME)/.cache/rsdl-chroots
 CHROOT_VENV := /opt/rsdl-venv
+# Building and entering a chroot needs root: sudo for other users.
+AS_ROOT     := $(if $(filter 0,$(shell id -u)),,sudo)
 # Both chroots are Debian 13 with the same Python 3.13 and numpy: they share one venv (about 6 GB
 # with torch), kept in CHROOTS and mounted at CHROOT_VENV; each sees its own QGIS through
 # --system-site-packages.
-# Building and entering a chroot needs root: sudo for other users.
-AS_ROOT     := $(if $(filter 0,$(shell id -u)),,sudo)
 CHROOT_ENTER = $(AS_ROOT) scripts/chroot_run.sh --bind $(CHROOTS)/venv-trixie:$(CHROOT_VENV) $(CHROOTS)/qgis-$*
 # What every qgis_process run wrote, per version, compared across versions by `make test`.
 MATRIX_OUTPUTS := $(CURDIR)/.matrix-outputs
@@ -166,5 +166,5 @@ zip: install ## Build the installable plugin zip in dist/
 deploy: install ## Install the plugin into a QGIS profile (QGIS_PROFILE=default)
 	$(PY) scripts/build_plugin.py deploy "$(QGIS_PLUGINS_DIR)"
 
-clean: ## Remove build outputs (keeps the .venv)
-	rm -rf $(DIST) build $(DEMO_DIR) .pytest_cache .ruff_cache
+clean: ## Remove build outputs (keeps the .venv and the chroots)
+	$(AS_ROOT) rm -rf $(DIST) build $(DEMO_DIR) .pytest_cache .ruff_cache $(MATRIX_OUTPUTS)
