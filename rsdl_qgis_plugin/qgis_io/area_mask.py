@@ -14,7 +14,7 @@ from qgis.core import QgsCoordinateTransformContext, QgsFeedback, QgsVectorLayer
 
 from ..core.grid import RasterGrid
 from ..core.label_rules import MaskValues, OverlapRule
-from .gdal_calls import check_gdal, gdal_errors, no_gdal_failure
+from .gdal_calls import check_gdal, checked_read, gdal_errors, no_gdal_failure
 from .label_features import BufferSpec, ClassSource, prepare_labels
 
 
@@ -73,10 +73,7 @@ class MaskedWindowReader:
 
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         action = f"Reading rows {row + 1}-{row + rows} of the area mask '{self.path}'"
-        with gdal_errors(action):
-            inside = self.band.ReadAsArray(col, row, cols, rows)
-            check_gdal(inside is not None, action)
-        inside = inside > 0
+        inside = checked_read(action, self.band.ReadAsArray, col, row, cols, rows) > 0
         if not inside.any():  # skip the raster read: the tile will be skipped anyway
             return np.zeros((len(self.reader.bands), rows, cols), dtype=np.float32), inside
         data, valid = self.reader.read(row, col, rows, cols)

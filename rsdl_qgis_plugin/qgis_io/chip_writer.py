@@ -19,7 +19,7 @@ from qgis.core import QgsFeedback
 
 from ..core.chips import ChipWindow
 from ..core.grid import RasterGrid
-from .gdal_calls import check_gdal, gdal_errors, no_gdal_failure
+from .gdal_calls import check_gdal, checked_read, gdal_errors, no_gdal_failure
 from .raster_nodata import has_nodata, nodata_mask_rows
 
 CHIP_CREATION_OPTIONS = ["COMPRESS=DEFLATE"]
@@ -61,15 +61,25 @@ class StripReader:
     def read(self, row: int, feedback: QgsFeedback | None = None) -> Strip:
         width = self.image.RasterXSize
         rows = f"rows {row}-{row + self.rows}"
-        action = f"Reading {rows} of image '{self.image.GetDescription()}'"
-        with gdal_errors(action, feedback):
-            image = self.image.ReadAsArray(0, row, width, self.rows)
-            check_gdal(image is not None, action, feedback)
-            nodata = nodata_mask_rows(self.image, row, self.rows) if self.image_has_nodata else None
-        action = f"Reading {rows} of label mask '{self.mask_name}'"
-        with gdal_errors(action, feedback):
-            mask = self.mask_band.ReadAsArray(0, row, width, self.rows)
-            check_gdal(mask is not None, action, feedback)
+        image = checked_read(
+            f"Reading {rows} of image '{self.image.GetDescription()}'",
+            self.image.ReadAsArray,
+            0,
+            row,
+            width,
+            self.rows,
+            feedback=feedback,
+        )
+        nodata = nodata_mask_rows(self.image, row, self.rows) if self.image_has_nodata else None
+        mask = checked_read(
+            f"Reading {rows} of label mask '{self.mask_name}'",
+            self.mask_band.ReadAsArray,
+            0,
+            row,
+            width,
+            self.rows,
+            feedback=feedback,
+        )
         if nodata is not None and not nodata.any():
             nodata = None
         return Strip(row, image.reshape(self.image.RasterCount, self.rows, width), nodata, mask)

@@ -26,8 +26,9 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 from osgeo import gdal, ogr, osr
 from qgis.core import QgsFeedback
 
@@ -126,6 +127,21 @@ def gdal_errors(
         yield
     except RuntimeError as error:
         raise gdal_failure(action, str(error), feedback, path) from error
+
+
+def checked_read(
+    action: str,
+    read: Callable[..., np.ndarray | None],
+    *args: Any,
+    feedback: QgsFeedback | None = None,
+    **kwargs: Any,
+) -> np.ndarray:
+    """``read(*args, **kwargs)`` (a GDAL ``ReadAsArray``), or the error naming ``action`` where
+    GDAL failed, by a return code or by an exception (a reading thread may have them on)."""
+    with gdal_errors(action, feedback):
+        values = read(*args, **kwargs)
+    check_gdal(values is not None, action, feedback)
+    return values
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from ..core.atomic_output import AtomicOutputs, public_path, release_failed_fram
 from ..core.class_statistics import ClassStatistics
 from ..core.grid import RasterGrid
 from ..core.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
-from .gdal_calls import check_gdal, no_gdal_failure, progress_callback, raise_if_cancelled
+from .gdal_calls import check_gdal, checked_read, no_gdal_failure, progress_callback, raise_if_cancelled
 from .label_features import BURN_FIELD
 from .raster_description import class_raster_description
 from .raster_nodata import has_nodata, nodata_mask_rows
@@ -76,8 +76,9 @@ def _write_final_rows(
     for row in range(0, height, ROWS_PER_PASS):
         raise_if_cancelled(feedback)
         rows = min(ROWS_PER_PASS, height - row)
-        block = band.ReadAsArray(0, row, dataset.RasterXSize, rows)
-        check_gdal(block is not None, f"Reading back {name}", feedback, path)
+        block = checked_read(
+            f"Reading back {name}", band.ReadAsArray, 0, row, dataset.RasterXSize, rows, feedback=feedback
+        )
         if use_reference:
             block[nodata_mask_rows(reference, row, rows)] = values.ignore_value
         statistics.add_block(block)

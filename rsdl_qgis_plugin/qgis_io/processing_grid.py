@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsRasterLayer,
     QgsRectangle,
     QgsUnitTypes,
@@ -18,17 +17,13 @@ from qgis.core import (
 
 from ..core.errors import GridError
 from ..core.grid import RasterGrid
-from .compat import DISTANCE_METERS, RASTER_CAPABILITY_SIZE, WKT_PREFERRED_GDAL
-from .raster_grid import grid_from_raster_layer
+from .compat import DISTANCE_METERS, RASTER_CAPABILITY_SIZE
+from .raster_grid import crs_wkt, grid_from_raster_layer
 
 RESOLUTION_TOLERANCE = 0.01  # a pixel size within 1% of the model's counts as the same
 # Resampling to pixels this many times finer than the raster's is taken for a mistake (a 300 m
 # Landsat scene under a 50 cm model would become a grid of 10^11 pixels that runs for days).
 MAX_UPSAMPLING = 16.0
-
-
-def _wkt(crs: QgsCoordinateReferenceSystem) -> str:
-    return crs.toWkt(WKT_PREFERRED_GDAL)
 
 
 def native_grid(layer: QgsRasterLayer) -> RasterGrid | None:
@@ -50,7 +45,7 @@ def native_grid(layer: QgsRasterLayer) -> RasterGrid | None:
             0.0,
             -layer.rasterUnitsPerPixelY(),
         ),
-        _wkt(layer.crs()),
+        crs_wkt(layer.crs()),
     )
 
 
@@ -120,7 +115,7 @@ def processing_grid(
                 extent.xMaximum(),
                 extent.yMaximum(),
                 size,
-                _wkt(layer.crs()),
+                crs_wkt(layer.crs()),
             )
             return grid, True
     return _window_of(own, extent), False

@@ -28,14 +28,12 @@ class RasterDescription:
     band_descriptions: list[str] = field(default_factory=list)
 
 
-def apply_description(
-    dataset: gdal.Dataset, description: RasterDescription, with_nodata: bool = True
-) -> None:
+def apply_description(dataset: gdal.Dataset, description: RasterDescription) -> None:
     """Set a description on a new dataset, before any pixel is written (TIFF fixes its palette
     tag with the first block)."""
     for index in range(1, dataset.RasterCount + 1):
         band = dataset.GetRasterBand(index)
-        if with_nodata and description.nodata is not None:
+        if description.nodata is not None:
             band.SetNoDataValue(description.nodata)
         if index <= len(description.band_descriptions):
             band.SetDescription(description.band_descriptions[index - 1])

@@ -10,6 +10,11 @@ from ..core.grid import RasterGrid
 from .compat import WKT_PREFERRED_GDAL
 
 
+def crs_wkt(crs: QgsCoordinateReferenceSystem) -> str:
+    """The CRS as WKT for GDAL (the grids' ``crs_wkt``)."""
+    return crs.toWkt(WKT_PREFERRED_GDAL)
+
+
 def gdal_source(layer: QgsRasterLayer) -> str:
     """The GDAL dataset name of a raster layer; refuses layers GDAL cannot open (WMS, XYZ...)."""
     if layer.providerType() != "gdal":
@@ -51,7 +56,7 @@ def grid_from_raster_layer(layer: QgsRasterLayer) -> RasterGrid:
             dataset.RasterXSize,
             dataset.RasterYSize,
             geotransform,
-            layer.crs().toWkt(WKT_PREFERRED_GDAL),
+            crs_wkt(layer.crs()),
         )
     except GridError as error:  # the grid knows nothing of the layer: name it here
         raise GridError(f"Raster layer '{layer.name()}': {error}") from None
@@ -69,7 +74,7 @@ def grid_from_extent(
         extent.xMaximum(),
         extent.yMaximum(),
         pixel_size,
-        crs.toWkt(WKT_PREFERRED_GDAL),
+        crs_wkt(crs),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from osgeo import gdal
 
-from .gdal_calls import check_gdal, gdal_errors
+from .gdal_calls import checked_read
 
 
 def has_nodata(dataset: gdal.Dataset) -> bool:
@@ -20,11 +20,9 @@ def nodata_mask_rows(dataset: gdal.Dataset, row: int, rows: int) -> np.ndarray:
     """True where every band of the raster is nodata (or masked) in these full-width rows."""
     nodata = np.ones((rows, dataset.RasterXSize), dtype=bool)
     action = f"Reading the nodata mask of rows {row}-{row + rows} of '{dataset.GetDescription()}'"
-    with gdal_errors(action):
-        for index in range(1, dataset.RasterCount + 1):
-            block = dataset.GetRasterBand(index).GetMaskBand().ReadAsArray(0, row, dataset.RasterXSize, rows)
-            check_gdal(block is not None, action)
-            nodata &= block == 0
-            if not nodata.any():
-                break
+    for index in range(1, dataset.RasterCount + 1):
+        mask = dataset.GetRasterBand(index).GetMaskBand()
+        nodata &= checked_read(action, mask.ReadAsArray, 0, row, dataset.RasterXSize, rows) == 0
+        if not nodata.any():
+            break
     return nodata

@@ -23,7 +23,7 @@ from qgis.core import QgsRasterLayer
 
 from ..core.errors import RsdlError
 from ..core.grid import RasterGrid
-from .gdal_calls import check_gdal, gdal_errors
+from .gdal_calls import checked_read, gdal_errors
 from .provider_reader import NUMPY_TYPES, alpha_band, valid_pixels, zero_non_finite
 
 _ALIGNMENT_TOLERANCE = 1e-6  # pixels: a grid offset this close to whole pixels is aligned
@@ -67,12 +67,15 @@ class GdalStripeReader:
 
     def _read_stripe(self, row: int, rows: int) -> None:
         band_list = [*self.bands, *([self.alpha] if self.alpha is not None else [])]
-        action = f"Reading rows {row + 1}-{row + rows} of raster '{self.path}'"
-        with gdal_errors(action):  # this runs on the reading thread, where exceptions may be on
-            values = self.dataset.ReadAsArray(
-                self.col_offset, self.row_offset + row, self.width, rows, band_list=band_list
-            )
-            check_gdal(values is not None, action)
+        values = checked_read(
+            f"Reading rows {row + 1}-{row + rows} of raster '{self.path}'",
+            self.dataset.ReadAsArray,
+            self.col_offset,
+            self.row_offset + row,
+            self.width,
+            rows,
+            band_list=band_list,
+        )
         values = values.reshape(len(band_list), rows, self.width)
         # A pixel is nodata when any band the model reads is nodata.
         valid = np.ones((rows, self.width), dtype=bool)
