@@ -59,7 +59,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from rsdl_qgis_plugin.core.model_spec import TORCHSCRIPT_SPEC_FILE, ModelSpec, ModelType  # noqa: E402
+from rsdl_qgis_plugin.core.contract.model_spec import (  # noqa: E402
+    TORCHSCRIPT_SPEC_FILE,
+    ModelSpec,
+    ModelType,
+)
 
 OPSET = 17
 IR_VERSION = 8

@@ -26,7 +26,7 @@ Contract for export, evaluate, explain and predict
     exported model should apply (the plugin needs a probability for one-channel outputs).
     Segmentation H and W must be multiples of 32 (U-Net).
 
-``task.model_spec() -> rsdl_qgis_plugin.core.model_spec.ModelSpec``
+``task.model_spec() -> rsdl_qgis_plugin.core.contract.model_spec.ModelSpec``
     model_type (Segmentor / Classifier); class_names and class_colors by output channel; bands
     (1-based, in order); standardization_mean/std and max_pixel_value (inputs are normalised with
     exactly ``spec.normalize(pixels)``); tile_size (chip or image size); resolution_cm (pixel

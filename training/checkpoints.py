@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 
 from .data import ChipsDataModule, ImageFolderDataModule, RasterVectorDataModule, RsdlDataModule
 from .data.base import CLASS_PATH_KEY

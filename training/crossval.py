@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from rsdl_qgis_plugin.core.atomic_output import atomic_file
-from rsdl_qgis_plugin.core.confusion import ConfusionMatrix
-from rsdl_qgis_plugin.core.confusion_chart import confusion_figure
 from rsdl_qgis_plugin.core.errors import RsdlError
+from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.metrics.confusion import ConfusionMatrix
+from rsdl_qgis_plugin.core.reports.confusion_chart import confusion_figure
 
 from .reports.figures import save_png
 

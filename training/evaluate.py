@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsdl_qgis_plugin.core.atomic_output import atomic_file
-from rsdl_qgis_plugin.core.class_chart import write_class_chart
-from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
-from rsdl_qgis_plugin.core.confusion_chart import confusion_figure
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.reports.class_chart import write_class_chart
+from rsdl_qgis_plugin.core.reports.confusion_chart import confusion_figure
 
 from .data.classes import IGNORE_INDEX
 from .reports.curves import write_training_curves

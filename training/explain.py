@@ -42,10 +42,10 @@ import torch
 from rasterio.windows import Window
 from torch import nn
 
-from rsdl_qgis_plugin.core.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.contract.model_check import check_raster_compatibility
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.model_check import check_raster_compatibility
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
 
 from .evaluate import torch_device
 from .reports.attribution import write_attribution_png

@@ -49,9 +49,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsdl_qgis_plugin.core.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.contract.model_spec import TORCHSCRIPT_SPEC_FILE, ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.model_spec import TORCHSCRIPT_SPEC_FILE, ModelSpec, ModelType
+from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
 from rsdl_qgis_plugin.inference.backends import ModelBackend, load_model
 
 DEFAULT_OPSET = 17

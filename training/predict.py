@@ -39,12 +39,12 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from rsdl_qgis_plugin.core.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.contract.model_check import check_raster_compatibility
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.label_rules import hex_to_rgb
-from rsdl_qgis_plugin.core.model_check import check_raster_compatibility
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
-from rsdl_qgis_plugin.core.tiling import BlendMode
+from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.labels.label_rules import hex_to_rgb
+from rsdl_qgis_plugin.core.tiling.blending import BlendMode
 from rsdl_qgis_plugin.inference.backends import ModelBackend, load_model
 from rsdl_qgis_plugin.inference.engine import HeadLayout, InferenceSettings, TiledInference
 from rsdl_qgis_plugin.inference.sinks import (

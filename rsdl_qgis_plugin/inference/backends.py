@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.contract.model_spec import TORCHSCRIPT_SPEC_FILE, ModelSpec, ModelType
 from ..core.errors import MissingDependencyError, ModelError, ModelSpecError
-from ..core.model_spec import TORCHSCRIPT_SPEC_FILE, ModelSpec, ModelType
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"

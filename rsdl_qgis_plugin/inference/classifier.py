@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.contract.model_spec import ModelSpec, ModelType
 from ..core.errors import ModelError, RsdlError
-from ..core.label_rules import LabelClass, default_class_color
-from ..core.model_spec import ModelSpec, ModelType
-from ..core.tiling import TileWindow
+from ..core.labels.label_rules import LabelClass, default_class_color
+from ..core.tiling.plan import TileWindow
 from .backends import ModelBackend, out_of_memory_error
 from .probabilities import in_unit_range, softmax
 

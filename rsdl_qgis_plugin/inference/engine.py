@@ -19,9 +19,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..core.contract.model_spec import ModelSpec
 from ..core.errors import CancelledError, ModelError, RsdlError
-from ..core.model_spec import ModelSpec
-from ..core.tiling import BlendMode, StreamingBlender, TilePlan, TileWindow, pad_tile
+from ..core.tiling.blending import BlendMode, StreamingBlender
+from ..core.tiling.plan import TilePlan, TileWindow, pad_tile
 from .backends import ModelBackend, out_of_memory_error
 from .probabilities import in_unit_range, softmax
 

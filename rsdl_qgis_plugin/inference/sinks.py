@@ -9,8 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..core.label_rules import LabelClass, default_class_color
-from ..core.model_spec import ModelSpec
+from ..core.contract.model_spec import ModelSpec
+from ..core.labels.label_rules import LabelClass, default_class_color
 from .engine import HeadLayout
 
 FLOAT_NODATA = float("nan")

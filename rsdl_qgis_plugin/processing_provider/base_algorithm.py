@@ -35,8 +35,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from ..core.atomic_output import check_output_folder, public_path
 from ..core.errors import RsdlError, os_error_message
+from ..core.files.atomic_output import check_output_folder, public_path
 from ..qgis_io.compat import PARAMETER_FLAG_ADVANCED
 from ..qgis_io.gdal_calls import gdal_return_codes
 

@@ -19,8 +19,8 @@ from qgis.core import (
 )
 
 from ..core.errors import CancelledError
-from ..core.grid import RasterGrid
-from ..core.tiling import TileWindow, pad_tile
+from ..core.raster.grid import RasterGrid
+from ..core.tiling.plan import TileWindow, pad_tile
 from ..inference.classifier import TileGrid, classify_in_batches
 from ..qgis_io.compat import FAST_INSERT, NUMBER_DOUBLE, SOURCE_VECTOR_POLYGON, WKB_POLYGON
 from ..qgis_io.processing_grid import processing_grid

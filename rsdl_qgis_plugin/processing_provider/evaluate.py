@@ -22,13 +22,13 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from ..core.atomic_output import AtomicOutputs, atomic_file
-from ..core.class_matching import ClassMatching, match_classes
-from ..core.confusion import ConfusionMatrix
-from ..core.confusion_chart import confusion_figure
 from ..core.errors import RsdlError
-from ..core.evaluation_report import metrics_csv, metrics_html
-from ..core.figures import figure_png, save_png
+from ..core.files.atomic_output import AtomicOutputs, atomic_file
+from ..core.labels.class_matching import ClassMatching, match_classes
+from ..core.metrics.confusion import ConfusionMatrix
+from ..core.reports.confusion_chart import confusion_figure
+from ..core.reports.evaluation_report import metrics_csv, metrics_html
+from ..core.reports.figures import figure_png, save_png
 from ..qgis_io.class_pairs import count_class_pairs
 from ..qgis_io.compat import SOURCE_VECTOR_ANY_GEOMETRY
 from ..qgis_io.gdal_calls import check_gdal, raise_if_cancelled

@@ -1,8 +1,9 @@
 """rsdl:exportchips: cut an image and its labels into training chips with a spatial split.
 
-The chip plan, split and keep rules are core/chips.py; the folder layout is core/chip_dataset.py
-(both docstrings are part of the algorithm's help). The image is read in strips of chip-size
-rows, so memory stays at about chip size x image width x bands whatever the image size.
+The chip plan, split and keep rules are core/datasets/chips.py; the folder layout is
+core/datasets/chip_folder.py (both docstrings are part of the algorithm's help). The image is read
+in strips of chip-size rows, so memory stays at about chip size x image width x bands whatever the
+image size.
 Everything is written into a temporary folder that becomes OUTPUT only when complete.
 """
 
@@ -32,8 +33,7 @@ from qgis.core import (
 )
 
 from ..core import chip_dataset, chips
-from ..core.atomic_output import atomic_folder
-from ..core.chip_dataset import (
+from ..core.datasets.chip_folder import (
     BACKGROUND_NAME,
     DATASET_FILE,
     INDEX_FILE,
@@ -43,9 +43,8 @@ from ..core.chip_dataset import (
     dataset_document,
     image_chip_path,
     mask_chip_path,
-    unnamed_class_name,
 )
-from ..core.chips import (
+from ..core.datasets.chips import (
     CHIP_MODE_DESCRIPTIONS,
     DEFAULT_BLOCK_CHIPS,
     BlockSplit,
@@ -60,10 +59,11 @@ from ..core.chips import (
     SplitSettings,
     decide_chip,
 )
-from ..core.class_statistics import ClassStatistics
 from ..core.errors import RsdlError
-from ..core.grid import RasterGrid
-from ..core.label_rules import LabelClass, make_label_classes
+from ..core.files.atomic_output import atomic_folder
+from ..core.labels.label_rules import LabelClass, make_label_classes, unnamed_class_name
+from ..core.metrics.class_statistics import ClassStatistics
+from ..core.raster.grid import RasterGrid
 from ..qgis_io.chip_index import write_chip_index
 from ..qgis_io.chip_writer import ChipFileWriter, Strip, StripReader
 from ..qgis_io.compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_ANY_GEOMETRY, SOURCE_VECTOR_POLYGON

@@ -21,11 +21,11 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.atomic_output import AtomicOutputs
-from ..core.class_statistics import ClassStatistics
 from ..core.errors import RsdlError
-from ..core.grid import RasterGrid
-from ..core.label_rules import OVERLAP_RULE_DESCRIPTIONS, LabelClass, MaskValues, OverlapRule
+from ..core.files.atomic_output import AtomicOutputs
+from ..core.labels.label_rules import OVERLAP_RULE_DESCRIPTIONS, LabelClass, MaskValues, OverlapRule
+from ..core.metrics.class_statistics import ClassStatistics
+from ..core.raster.grid import RasterGrid
 from ..qgis_io.compat import NUMBER_DOUBLE, NUMBER_INTEGER
 from ..qgis_io.label_features import BufferSpec, ClassSource, prepare_labels
 from ..qgis_io.mask_writer import BurnOptions, write_label_mask

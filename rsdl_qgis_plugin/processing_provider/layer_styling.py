@@ -17,7 +17,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from ..core.label_rules import LabelClass, MaskValues
+from ..core.labels.label_rules import LabelClass, MaskValues
 from ..qgis_io.styling import style_class_layer
 
 UNCLASSIFIED_COLOR = "#bdbdbd"

@@ -17,8 +17,8 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
+from ..core.contract.model_check import check_raster_compatibility
 from ..core.errors import ModelSpecError, RsdlError
-from ..core.model_check import check_raster_compatibility
 from ..inference.backends import DEVICES, ModelBackend, load_model
 from ..qgis_io.provider_reader import provider_band_count, provider_dtype_name
 from .base_algorithm import RsdlAlgorithm

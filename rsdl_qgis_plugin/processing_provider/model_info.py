@@ -15,8 +15,8 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
-from ..core.atomic_output import atomic_file
-from ..core.model_spec import DEFAULT_MAX_PIXEL_VALUE, RUNNABLE_MODEL_TYPES, ModelType
+from ..core.contract.model_spec import DEFAULT_MAX_PIXEL_VALUE, RUNNABLE_MODEL_TYPES, ModelType
+from ..core.files.atomic_output import atomic_file
 from ..inference.backends import ModelBackend, TensorInfo, load_model, output_channels
 from .base_algorithm import RsdlAlgorithm
 

@@ -20,9 +20,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.atomic_output import AtomicOutputs
 from ..core.errors import RsdlError
-from ..core.grid import RasterGrid
+from ..core.files.atomic_output import AtomicOutputs
+from ..core.raster.grid import RasterGrid
 from ..qgis_io.compat import NUMBER_DOUBLE, SOURCE_VECTOR_ANY_GEOMETRY
 from ..qgis_io.gdal_calls import raise_if_cancelled
 from ..qgis_io.raster_grid import grid_from_extent, grid_from_raster_layer, open_gdal

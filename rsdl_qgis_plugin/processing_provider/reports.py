@@ -6,10 +6,10 @@ import json
 
 from qgis.core import QgsProcessingFeedback
 
-from ..core.atomic_output import AtomicOutputs, atomic_file
-from ..core.class_chart import write_class_chart
-from ..core.class_statistics import ClassStatistics
-from ..core.label_rules import LabelClass, MaskValues
+from ..core.files.atomic_output import AtomicOutputs, atomic_file
+from ..core.labels.label_rules import LabelClass, MaskValues
+from ..core.metrics.class_statistics import ClassStatistics
+from ..core.reports.class_chart import write_class_chart
 
 
 def class_table(

@@ -29,12 +29,12 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ..core.atomic_output import AtomicOutputs
+from ..core.contract.model_spec import ModelSpec, ModelType
 from ..core.errors import CancelledError, RsdlError
-from ..core.grid import RasterGrid
-from ..core.label_rules import LabelClass, MaskValues
-from ..core.model_spec import ModelSpec, ModelType
-from ..core.tiling import BlendMode
+from ..core.files.atomic_output import AtomicOutputs
+from ..core.labels.label_rules import LabelClass, MaskValues
+from ..core.raster.grid import RasterGrid
+from ..core.tiling.blending import BlendMode
 from ..inference.backends import ModelBackend
 from ..inference.engine import InferenceSettings, TiledInference
 from ..inference.sinks import (

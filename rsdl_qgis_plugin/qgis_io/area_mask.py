@@ -12,8 +12,8 @@ import numpy as np
 from osgeo import gdal
 from qgis.core import QgsCoordinateTransformContext, QgsFeedback, QgsVectorLayer
 
-from ..core.grid import RasterGrid
-from ..core.label_rules import MaskValues, OverlapRule
+from ..core.labels.label_rules import MaskValues, OverlapRule
+from ..core.raster.grid import RasterGrid
 from .gdal_calls import check_gdal, checked_read, gdal_errors, no_gdal_failure
 from .label_features import BufferSpec, ClassSource, prepare_labels
 

@@ -1,6 +1,6 @@
 """The chip index: a GeoPackage layer with one footprint polygon per written chip.
 
-Fields are listed in core/chip_dataset.py. Rows are collected during the export (a few hundred
+Fields are listed in core/datasets/chip_folder.py. Rows are collected during the export (a few hundred
 bytes per chip) and written in one transaction at the end, once every class value is known.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from osgeo import gdal, ogr, osr
 from qgis.core import QgsFeedback
 
-from ..core.chip_dataset import INDEX_LAYER, ChipRecord, pixel_field
-from ..core.grid import RasterGrid
+from ..core.datasets.chip_folder import INDEX_LAYER, ChipRecord, pixel_field
+from ..core.raster.grid import RasterGrid
 from .gdal_calls import check_gdal, gdal_errors, no_gdal_failure, raise_if_cancelled
 
 _FIELDS = (

@@ -17,8 +17,8 @@ import numpy as np
 from osgeo import gdal
 from qgis.core import QgsFeedback
 
-from ..core.chips import ChipWindow
-from ..core.grid import RasterGrid
+from ..core.datasets.chips import ChipWindow
+from ..core.raster.grid import RasterGrid
 from .gdal_calls import check_gdal, checked_read, gdal_errors, no_gdal_failure
 from .raster_nodata import has_nodata, nodata_mask_rows
 

@@ -11,7 +11,7 @@ import numpy as np
 from osgeo import gdal
 from qgis.core import QgsFeedback
 
-from ..core.confusion import PairCounts
+from ..core.metrics.confusion import PairCounts
 from .gdal_calls import check_gdal, raise_if_cancelled
 
 BLOCK_PIXELS = 1 << 22  # about 4 million pixels of each raster per block

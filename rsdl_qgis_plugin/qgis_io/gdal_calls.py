@@ -32,8 +32,8 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from qgis.core import QgsFeedback
 
-from ..core.atomic_output import public_path
 from ..core.errors import CancelledError, RsdlError
+from ..core.files.atomic_output import public_path
 
 GdalProgress = Callable[[float, str, object], int]
 # Less free space than this where a write failed: the disk is (nearly) full, whatever GDAL says

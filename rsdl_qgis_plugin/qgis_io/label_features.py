@@ -26,8 +26,7 @@ from qgis.core import (
 )
 
 from ..core.errors import LabelValueError, RsdlError
-from ..core.grid import RasterGrid
-from ..core.label_rules import (
+from ..core.labels.label_rules import (
     LabelClass,
     MaskValues,
     OverlapRule,
@@ -36,6 +35,7 @@ from ..core.label_rules import (
     class_value_from_number,
     make_label_classes,
 )
+from ..core.raster.grid import RasterGrid
 from .compat import DISTANCE_METERS, GEOMETRY_POLYGON, REVERSE_TRANSFORM
 from .gdal_calls import raise_if_cancelled
 

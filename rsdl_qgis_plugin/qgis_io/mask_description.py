@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from osgeo import gdal
 
 from ..core.errors import RsdlError
-from ..core.label_rules import LabelClass, MaskValues, default_class_color
+from ..core.labels.label_rules import LabelClass, MaskValues, default_class_color
 from .raster_description import CLASSES_METADATA_KEY, MASK_VALUES_METADATA_KEY
 
 UNSIGNED_GDAL_TYPES = (gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_UInt32)

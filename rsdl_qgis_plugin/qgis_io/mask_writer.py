@@ -19,10 +19,10 @@ from pathlib import Path
 from osgeo import gdal, gdal_array, ogr
 from qgis.core import QgsFeedback
 
-from ..core.atomic_output import AtomicOutputs, public_path, release_failed_frames, temporary_sibling
-from ..core.class_statistics import ClassStatistics
-from ..core.grid import RasterGrid
-from ..core.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
+from ..core.files.atomic_output import AtomicOutputs, public_path, release_failed_frames, temporary_sibling
+from ..core.labels.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
+from ..core.metrics.class_statistics import ClassStatistics
+from ..core.raster.grid import RasterGrid
 from .gdal_calls import check_gdal, checked_read, no_gdal_failure, progress_callback, raise_if_cancelled
 from .label_features import BURN_FIELD
 from .raster_description import class_raster_description

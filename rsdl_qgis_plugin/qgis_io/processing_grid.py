@@ -16,7 +16,7 @@ from qgis.core import (
 )
 
 from ..core.errors import GridError
-from ..core.grid import RasterGrid
+from ..core.raster.grid import RasterGrid
 from .compat import DISTANCE_METERS, RASTER_CAPABILITY_SIZE
 from .raster_grid import crs_wkt, grid_from_raster_layer
 

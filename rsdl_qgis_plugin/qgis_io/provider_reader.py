@@ -22,7 +22,7 @@ import numpy as np
 from qgis.core import QgsRasterDataProvider, QgsRectangle
 
 from ..core.errors import RsdlError
-from ..core.grid import RasterGrid
+from ..core.raster.grid import RasterGrid
 from .compat import (
     ALPHA_BAND,
     DATA_TYPE_ARGB32,

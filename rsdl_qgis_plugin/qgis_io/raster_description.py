@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from osgeo import gdal
 
-from ..core.label_rules import LabelClass, MaskValues, hex_to_rgb
+from ..core.labels.label_rules import LabelClass, MaskValues, hex_to_rgb
 
 CLASSES_METADATA_KEY = "RSDL_CLASSES"
 MASK_VALUES_METADATA_KEY = "RSDL_MASK_VALUES"

@@ -6,7 +6,7 @@ from osgeo import gdal
 from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer, QgsRectangle
 
 from ..core.errors import GridError
-from ..core.grid import RasterGrid
+from ..core.raster.grid import RasterGrid
 from .compat import WKT_PREFERRED_GDAL
 
 

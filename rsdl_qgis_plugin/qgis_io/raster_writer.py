@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, gdal_array
 
-from ..core.atomic_output import AtomicOutputs, atomic_file
-from ..core.grid import RasterGrid
+from ..core.files.atomic_output import AtomicOutputs, atomic_file
+from ..core.raster.grid import RasterGrid
 from .gdal_calls import check_gdal
 from .raster_description import RasterDescription, apply_description
 

@@ -22,7 +22,7 @@ from osgeo import gdal, gdal_array
 from qgis.core import QgsRasterLayer
 
 from ..core.errors import RsdlError
-from ..core.grid import RasterGrid
+from ..core.raster.grid import RasterGrid
 from .gdal_calls import checked_read, gdal_errors
 from .provider_reader import NUMPY_TYPES, alpha_band, valid_pixels, zero_non_finite
 

@@ -9,9 +9,9 @@ from qgis.core import QgsPalettedRasterRenderer, QgsRasterDataProvider, QgsRaste
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtXml import QDomDocument
 
-from ..core.atomic_output import AtomicOutputs, atomic_file, public_path
 from ..core.errors import RsdlError, os_error_message
-from ..core.label_rules import LabelClass, MaskValues
+from ..core.files.atomic_output import AtomicOutputs, atomic_file, public_path
+from ..core.labels.label_rules import LabelClass, MaskValues
 
 
 def class_renderer(

@@ -126,7 +126,7 @@ def make_raster(path: Path, width: int, height: int, seed: int = 0) -> None:
 
 
 def plan_tiles(width: int, height: int, tile: int, overlap: int) -> int:
-    from rsdl_qgis_plugin.core.tiling import TilePlan
+    from rsdl_qgis_plugin.core.tiling.plan import TilePlan
 
     return len(TilePlan(width, height, tile, overlap))
 
@@ -279,7 +279,7 @@ def _instrument() -> dict[str, list[float]]:
     Bench-only monkeypatching, in the child; the engine's code is untouched.
     """
     from rsdl_qgis_plugin.core import tiling
-    from rsdl_qgis_plugin.core.model_spec import ModelSpec
+    from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
     from rsdl_qgis_plugin.inference import backends, engine, sinks
     from rsdl_qgis_plugin.qgis_io import provider_reader, raster_writer, stripe_reader
 
@@ -409,7 +409,7 @@ def _session_and_spec(model: str, threads: int) -> tuple[Any, Any]:
     """An onnxruntime session made as the engine makes it (THREADS=0: the runtime's default)."""
     import onnxruntime
 
-    from rsdl_qgis_plugin.core.model_spec import ModelSpec
+    from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
     from rsdl_qgis_plugin.inference.backends import onnx_session_options
 
     options = onnx_session_options(threads)  # the same settings as the engine's, for a like-for-like ratio
@@ -420,7 +420,7 @@ def _session_and_spec(model: str, threads: int) -> tuple[Any, Any]:
 def child_ort(args: argparse.Namespace) -> dict[str, Any]:
     from osgeo import gdal
 
-    from rsdl_qgis_plugin.core.tiling import TilePlan, pad_tile
+    from rsdl_qgis_plugin.core.tiling.plan import TilePlan, pad_tile
 
     image = gdal.Open(args.raster).ReadAsArray()  # (bands, rows, cols), untimed
     height, width = image.shape[1:]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
-from rsdl_qgis_plugin.core.chip_dataset import load_dataset_document
+from rsdl_qgis_plugin.core.datasets.chip_folder import load_dataset_document
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 
 pytestmark = pytest.mark.qgis_process
 

@@ -14,7 +14,7 @@ from xml.etree.ElementTree import canonicalize
 import numpy as np
 import pytest
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from tests.rasterize_cases import read_band
 
 REPO_MODEL = "rsdl_qgis_plugin/models/rasterize_segment_evaluate.model3"

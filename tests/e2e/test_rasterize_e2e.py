@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from tests.rasterize_cases import (
     KAMPALA_TILES_WITH_BUILDINGS,
     REFERENCE_CASES,

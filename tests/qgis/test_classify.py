@@ -18,7 +18,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.processing_provider.classify_features import ClassifyFeaturesAlgorithm
 from rsdl_qgis_plugin.processing_provider.classify_tiles import ClassifyTilesAlgorithm
 from rsdl_qgis_plugin.processing_provider.layer_styling import ClassVectorStyler

@@ -13,8 +13,8 @@ import pytest
 from osgeo import gdal, osr
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingOutputHtml
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
-from rsdl_qgis_plugin.core.label_rules import LabelClass, MaskValues
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.labels.label_rules import LabelClass, MaskValues
 from rsdl_qgis_plugin.qgis_io import class_pairs
 from rsdl_qgis_plugin.qgis_io.raster_description import apply_description, class_raster_description
 

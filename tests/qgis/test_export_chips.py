@@ -12,8 +12,8 @@ import pytest
 from osgeo import gdal, ogr, osr
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
-from rsdl_qgis_plugin.core.chip_dataset import load_dataset_document
+from rsdl_qgis_plugin.core.datasets.chip_folder import load_dataset_document
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 
 ALG = "rsdl:exportchips"
 SOLARIS = "solaris_atlanta/sample_geotiff.tif"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
-from rsdl_qgis_plugin.core.atomic_output import TEMP_MARKER, temporary_sibling
 from rsdl_qgis_plugin.core.errors import RsdlError
+from rsdl_qgis_plugin.core.files.atomic_output import TEMP_MARKER, temporary_sibling
 from rsdl_qgis_plugin.qgis_io.chip_writer import StripReader
 from rsdl_qgis_plugin.qgis_io.gdal_calls import gdal_errors, gdal_return_codes
 

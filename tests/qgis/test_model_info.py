@@ -12,7 +12,7 @@ from qgis.core import (
     QgsProcessingProvider,
 )
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.processing_provider.model_info import ModelInfoAlgorithm
 from scripts.make_test_models import write_test_models
 

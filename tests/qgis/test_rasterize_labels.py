@@ -18,7 +18,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from tests.cancel_feedback import CancelAt
 from tests.rasterize_cases import (
     KAMPALA_TILES_WITH_BUILDINGS,

@@ -17,8 +17,8 @@ from qgis.core import (
 )
 from scipy import ndimage
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from tests.cancel_feedback import CancelAt
 from tests.rasterize_cases import read_band, read_category_names
 

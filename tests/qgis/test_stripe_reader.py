@@ -9,8 +9,8 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsRasterLayer, QgsRasterRange
 
-from rsdl_qgis_plugin.core.grid import RasterGrid
-from rsdl_qgis_plugin.core.tiling import TilePlan
+from rsdl_qgis_plugin.core.raster.grid import RasterGrid
+from rsdl_qgis_plugin.core.tiling.plan import TilePlan
 from rsdl_qgis_plugin.qgis_io.processing_grid import processing_grid
 from rsdl_qgis_plugin.qgis_io.provider_reader import ProviderWindowReader
 from rsdl_qgis_plugin.qgis_io.stripe_reader import stripe_reader_factory

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime
 from osgeo import gdal, ogr
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 from tests.robustness.checks import Inputs
 from tests.robustness.inputs import NODATA_COLS, NODATA_ROWS
 

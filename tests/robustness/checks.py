@@ -11,7 +11,7 @@ from typing import Any
 
 from osgeo import gdal, ogr
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from scripts.make_test_models import EVIL_MARKER
 
 # Parameters that name files the algorithms write.

@@ -206,7 +206,7 @@ def test_read_only_filesystem_is_refused_before_any_work(hostile, run_algorithm,
 
 
 def test_outputs_of_a_group_appear_together_or_not_at_all(tmp_path):
-    from rsdl_qgis_plugin.core.atomic_output import AtomicOutputs, leftover_temporaries, public_path
+    from rsdl_qgis_plugin.core.files.atomic_output import AtomicOutputs, leftover_temporaries, public_path
 
     first, second = tmp_path / "classes.tif", tmp_path / "confidence.tif"
     with pytest.raises(OSError), AtomicOutputs() as outputs:

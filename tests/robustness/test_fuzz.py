@@ -15,8 +15,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
-from rsdl_qgis_plugin.core.tiling import BlendMode, TilePlan, tile_weights
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.tiling.blending import BlendMode, tile_weights
+from rsdl_qgis_plugin.core.tiling.plan import TilePlan
 from rsdl_qgis_plugin.inference.backends import ModelBackend, ModelFormat, TensorInfo
 from rsdl_qgis_plugin.inference.engine import InferenceSettings, TiledInference
 

@@ -1,7 +1,7 @@
 """Fixtures of the training tests: tiny synthetic data written by code, and CLI runs.
 
 The data are small enough for a 2-core CI machine: a chip folder in rsdl:exportchips's layout
-(core/chip_dataset.py), a georeferenced scene with vector labels (one invalid polygon, labels in
+(core/datasets/chip_folder.py), a georeferenced scene with vector labels (one invalid polygon, labels in
 another CRS), and a folder of photos in two classes.
 """
 
@@ -20,14 +20,14 @@ from PIL import Image
 from rasterio.transform import from_origin
 from rasterio.warp import transform as warp_points
 
-from rsdl_qgis_plugin.core.chip_dataset import (
+from rsdl_qgis_plugin.core.datasets.chip_folder import (
     ClassFolders,
     classification_chip_path,
     dataset_document,
     image_chip_path,
     mask_chip_path,
 )
-from rsdl_qgis_plugin.core.chips import (
+from rsdl_qgis_plugin.core.datasets.chips import (
     ChipDecision,
     ChipMode,
     ChipOutcome,
@@ -37,8 +37,8 @@ from rsdl_qgis_plugin.core.chips import (
     Split,
     SplitSettings,
 )
-from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
-from rsdl_qgis_plugin.core.label_rules import MaskValues, make_label_classes
+from rsdl_qgis_plugin.core.labels.label_rules import MaskValues, make_label_classes
+from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
 
 REPO = Path(__file__).resolve().parents[2]
 SCENE_CRS = "EPSG:32636"

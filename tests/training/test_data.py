@@ -8,10 +8,10 @@ import rasterio
 import shapely
 import torch
 
-from rsdl_qgis_plugin.core.chips import ChipWindow
-from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.datasets.chips import ChipWindow
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
 from training.data import (
     IGNORE_INDEX,
     ChipsDataModule,

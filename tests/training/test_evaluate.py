@@ -12,7 +12,7 @@ import torch
 from matplotlib.image import imread
 from torch import nn
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from training.data.classes import IGNORE_INDEX
 from training.evaluate import evaluate, load_datamodule, main
 

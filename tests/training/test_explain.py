@@ -13,7 +13,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch import nn
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from training.explain import explain_raster, main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

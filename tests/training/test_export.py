@@ -17,9 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
-from rsdl_qgis_plugin.core.tiling import BlendMode
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.tiling.blending import BlendMode
 from rsdl_qgis_plugin.inference.backends import ModelFormat, load_model
 from rsdl_qgis_plugin.inference.engine import InferenceSettings, TiledInference
 from training.export import DEFAULT_TOLERANCE, ExportError, export_onnx, export_torchscript, main

@@ -8,9 +8,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from rsdl_qgis_plugin.core.atomic_output import leftover_temporaries
-from rsdl_qgis_plugin.core.label_rules import hex_to_rgb
-from rsdl_qgis_plugin.core.tiling import BlendMode
+from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.labels.label_rules import hex_to_rgb
+from rsdl_qgis_plugin.core.tiling.blending import BlendMode
 from rsdl_qgis_plugin.inference.backends import load_model
 from rsdl_qgis_plugin.inference.engine import InferenceSettings, TiledInference
 from rsdl_qgis_plugin.inference.sinks import SegmentationSink

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from training import cli
 from training.checkpoints import load_datamodule, load_task
 from training.data import ChipsDataModule, ImageFolderDataModule, RasterVectorDataModule

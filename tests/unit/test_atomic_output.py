@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-from rsdl_qgis_plugin.core.atomic_output import atomic_file, atomic_folder, leftover_temporaries
 from rsdl_qgis_plugin.core.errors import RsdlError
+from rsdl_qgis_plugin.core.files.atomic_output import atomic_file, atomic_folder, leftover_temporaries
 
 
 def test_atomic_file_renames_file_and_sidecars(tmp_path):

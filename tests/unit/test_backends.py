@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import MissingDependencyError, ModelError, pip_install_command
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.inference.backends import (
     ModelFormat,
     load_model,

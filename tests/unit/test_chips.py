@@ -1,4 +1,4 @@
-"""Chip plan, spatial block split and chip rules (core/chips.py), without QGIS."""
+"""Chip plan, spatial block split and chip rules (core/datasets/chips.py), without QGIS."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rsdl_qgis_plugin.core.chip_dataset import (
+from rsdl_qgis_plugin.core.datasets.chip_folder import (
     LAYOUT_VERSION,
     ClassFolders,
     classification_chip_path,
@@ -18,7 +18,7 @@ from rsdl_qgis_plugin.core.chip_dataset import (
     mask_chip_path,
     safe_folder_name,
 )
-from rsdl_qgis_plugin.core.chips import (
+from rsdl_qgis_plugin.core.datasets.chips import (
     BlockSplit,
     ChipDecision,
     ChipMode,
@@ -34,8 +34,8 @@ from rsdl_qgis_plugin.core.chips import (
     decide_chip,
     keep_empty_chip,
 )
-from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
 from rsdl_qgis_plugin.core.errors import RsdlError
+from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
 
 SPLIT_CODES = {Split.TRAIN: 1, Split.VAL: 2, Split.TEST: 3}
 

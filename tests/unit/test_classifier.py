@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import ModelError, ModelSpecError, RsdlError
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.inference.backends import load_model
 from rsdl_qgis_plugin.inference.classifier import (
     DEFAULT_TILE_SIZE,

@@ -9,9 +9,9 @@ import io
 import numpy as np
 import pytest
 
-from rsdl_qgis_plugin.core.class_matching import is_real_name, match_classes
-from rsdl_qgis_plugin.core.confusion import ConfusionMatrix, PairCounts
-from rsdl_qgis_plugin.core.evaluation_report import metrics_csv, metrics_html
+from rsdl_qgis_plugin.core.labels.class_matching import is_real_name, match_classes
+from rsdl_qgis_plugin.core.metrics.confusion import ConfusionMatrix, PairCounts
+from rsdl_qgis_plugin.core.reports.evaluation_report import metrics_csv, metrics_html
 
 IGNORE = 255
 CLASSES = 4

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import CancelledError, ModelError
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
-from rsdl_qgis_plugin.core.tiling import BlendMode
+from rsdl_qgis_plugin.core.tiling.blending import BlendMode
 from rsdl_qgis_plugin.inference.engine import InferenceSettings, TiledInference
 
 

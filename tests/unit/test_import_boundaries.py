@@ -1,97 +1,63 @@
-"""The import rules of DESIGN.md section 2, checked mechanically on the source (no imports run).
-
-gui -> processing_provider -> (qgis_io | inference) -> core; training -> rsdl_qgis_plugin.core and
-rsdl_qgis_plugin.inference only; core imports neither qgis, osgeo, onnxruntime nor torch; nothing
-imports training. Training may use inference because both are QGIS-free and batch prediction reuses
-the plugin's engine rather than a copy of it.
+"""The import rules of DESIGN.md section 2, checked by import-linter with the contracts in
+pyproject.toml ([tool.importlinter]): layers gui -> processing_provider -> (qgis_io | inference) ->
+core; core free of qgis, osgeo, onnxruntime and torch; training on the QGIS-free parts only;
+nothing imports training; the model contract stands apart from the rest of core.
 """
 
 from __future__ import annotations
 
-import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN = REPO / "rsdl_qgis_plugin"
-
-# For each package: top-level modules or plugin subpackages it must never import.
-FORBIDDEN = {
-    "core": {
-        "qgis",
-        "osgeo",
-        "onnxruntime",
-        "torch",
-        "training",
-        "processing_provider",
-        "qgis_io",
-        "inference",
-        "gui",
-    },
-    "inference": {"qgis", "training", "processing_provider", "qgis_io", "gui"},
-    "qgis_io": {"training", "processing_provider", "gui", "torch"},
-    "processing_provider": {"training", "gui"},
-    "gui": {"training"},
-}
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def imported_names(path: Path) -> set[str]:
-    """Absolute top-level modules and plugin subpackages (relative or absolute) a file imports."""
-    names: set[str] = set()
-    package_parts = path.relative_to(REPO).parts[:-1]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            modules = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = list(package_parts[: len(package_parts) - node.level + 1])
-                modules = [".".join([*base, node.module] if node.module else base)]
-                if not node.module:
-                    modules += [".".join([*base, alias.name]) for alias in node.names]
-            else:
-                modules = [node.module or ""]
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """Run import-linter on the packages below ``root`` (its working folder is put first on sys.path)."""
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"{LINT_IMPORTS} is missing; run `make install` (requirements/dev.txt).")
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", str(root / "pyproject.toml")],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_source_keeps_every_import_contract():
+    result = lint_imports(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("rsdl_qgis_plugin/core/raster/_probe.py", "from qgis.core import QgsProject\n", "core imports"),
+        ("rsdl_qgis_plugin/core/tiling/_probe.py", "from ...qgis_io import compat\n", "gui ->"),
+        ("rsdl_qgis_plugin/core/contract/_probe.py", "from ..datasets import chip_folder\n", "model contract"),
+        ("training/_probe.py", "from rsdl_qgis_plugin.qgis_io import compat\n", "training uses"),
+        ("rsdl_qgis_plugin/inference/_probe.py", "import training\n", "never imports training"),
+    ],
+)
+def test_a_violation_breaks_its_contract(tmp_path, module, line, contract):
+    """On a copy of the source with one forbidden import added, the named contract breaks (a
+    transitive import may break others too)."""
+    for item in ("rsdl_qgis_plugin", "training", "pyproject.toml"):
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            continue
-        for module in modules:
-            parts = module.split(".")
-            names.add(parts[0])
-            if parts[0] == "rsdl_qgis_plugin" and len(parts) > 1:
-                names.add(parts[1])
-    return names
-
-
-def python_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
-
-
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_plugin_package_respects_import_direction(package):
-    violations = {
-        str(path.relative_to(REPO)): sorted(imported_names(path) & FORBIDDEN[package])
-        for path in python_files(PLUGIN / package)
-    }
-    assert {k: v for k, v in violations.items() if v} == {}
-
-
-def test_training_imports_no_qgis_and_only_the_plugin_core_and_inference():
-    plugin_parts = {p.stem for p in PLUGIN.iterdir() if p.name not in ("__init__.py", "__pycache__")}
-    for path in python_files(REPO / "training"):
-        names = imported_names(path)
-        assert not names & {"qgis", "processing"}, path
-        assert names & plugin_parts <= {"core", "inference"}, path
-
-
-def test_nothing_imports_training():
-    for path in python_files(PLUGIN):
-        assert "training" not in imported_names(path), path
-
-
-def test_checker_sees_a_violation(tmp_path):
-    """The checker itself must catch both import forms (guards against a vacuous pass)."""
-    fake = PLUGIN / "core" / "_probe_violation.py"
-    fake.write_text("from qgis.core import QgsProject\nfrom ..qgis_io import styling\n")
-    try:
-        assert {"qgis", "qgis_io"} <= imported_names(fake)
-    finally:
-        fake.unlink()
+            shutil.copy(source, tmp_path / item)
+    (tmp_path / module).write_text(line, encoding="utf-8")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    broken = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
+    assert any(contract in row for row in broken), result.stdout

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
 from rsdl_qgis_plugin.core.errors import GridError, LabelValueError
-from rsdl_qgis_plugin.core.grid import RasterGrid
-from rsdl_qgis_plugin.core.label_rules import (
+from rsdl_qgis_plugin.core.labels.label_rules import (
     LabelClass,
     MaskValues,
     assign_text_class_values,
@@ -17,6 +15,8 @@ from rsdl_qgis_plugin.core.label_rules import (
     default_class_color,
     smallest_unsigned_dtype,
 )
+from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.raster.grid import RasterGrid
 
 
 @pytest.mark.parametrize("raw, expected", [(3, 3), (4.0, 4), (np.int64(7), 7), (0, 0)])

@@ -1,4 +1,4 @@
-"""The model contract (core/model_spec.py) and the raster compatibility check, without QGIS."""
+"""The model contract (core/contract/model_spec.py) and the raster compatibility check, without QGIS."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from rsdl_qgis_plugin.core.contract.model_check import check_raster_compatibility
+from rsdl_qgis_plugin.core.contract.model_spec import SPEC_VERSION, ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import ModelSpecError
-from rsdl_qgis_plugin.core.model_check import check_raster_compatibility
-from rsdl_qgis_plugin.core.model_spec import SPEC_VERSION, ModelSpec, ModelType
 
 FULL = ModelSpec(
     model_type=ModelType.SEGMENTOR,

@@ -1,4 +1,4 @@
-"""Tile plan, padding and streaming blender (core/tiling.py), against pytorch-toolbelt as the oracle."""
+"""Tile plan, padding and streaming blender (core/tiling/plan.py, blending.py), against pytorch-toolbelt."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.tiling import (
-    BlendMode,
-    StreamingBlender,
-    TilePlan,
-    TileWindow,
-    pad_tile,
-    tile_weights,
-)
+from rsdl_qgis_plugin.core.tiling.blending import BlendMode, StreamingBlender, tile_weights
+from rsdl_qgis_plugin.core.tiling.plan import TilePlan, TileWindow, pad_tile
 
 ALL_MODES = list(BlendMode)
 

@@ -19,8 +19,8 @@ import torch
 from rasterio.crs import CRS
 from torch.utils.data import DataLoader, Dataset
 
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
 
 from .cache import default_cache_dir, read_json, write_json
 from .classes import ClassTable

@@ -1,4 +1,4 @@
-"""ChipsDataModule: a chip folder written by rsdl:exportchips (layout: core/chip_dataset.py).
+"""ChipsDataModule: a chip folder written by rsdl:exportchips (layout: core/datasets/chip_folder.py).
 
 The folder's own splits are used as they are: exportchips already split by blocks of ground.
 Segmentation reads ``<split>/images`` + ``<split>/masks``; classification reads
@@ -14,14 +14,14 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
-from rsdl_qgis_plugin.core.chip_dataset import (
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.datasets.chip_folder import (
     CLASSIFICATION_FOLDER,
     IMAGES_FOLDER,
     MASKS_FOLDER,
     load_dataset_document,
 )
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
 
 from .base import RsdlDataModule, nodata_validity, resolution_cm
 from .cache import cache_key, file_fingerprint

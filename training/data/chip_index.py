@@ -18,7 +18,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from rsdl_qgis_plugin.core.chips import (
+from rsdl_qgis_plugin.core.datasets.chips import (
     ChipDecision,
     ChipOutcome,
     ChipPlan,
@@ -29,7 +29,7 @@ from rsdl_qgis_plugin.core.chips import (
     SplitSettings,
     decide_chip,
 )
-from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
 
 from .splits import GridFrame, make_block_split
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
-from rsdl_qgis_plugin.core.label_rules import default_class_color
+from rsdl_qgis_plugin.core.labels.label_rules import default_class_color
+from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
 
 # Target value of pixels the loss and metrics skip (torch's CrossEntropyLoss default).
 IGNORE_INDEX = -100

@@ -23,7 +23,7 @@ import torch
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 
 from .classes import ClassTable
 from .transforms import Augment

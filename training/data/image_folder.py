@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
 
 from .base import SPLITS, RsdlDataModule
 from .cache import cache_key, fingerprints

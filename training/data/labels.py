@@ -21,9 +21,9 @@ from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from rsdl_qgis_plugin.core.chip_dataset import class_entries
+from rsdl_qgis_plugin.core.datasets.chip_folder import class_entries
 from rsdl_qgis_plugin.core.errors import LabelValueError, RsdlError
-from rsdl_qgis_plugin.core.label_rules import (
+from rsdl_qgis_plugin.core.labels.label_rules import (
     LabelClass,
     MaskValues,
     OverlapRule,

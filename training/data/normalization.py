@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rsdl_qgis_plugin.core.model_spec import DEFAULT_MAX_PIXEL_VALUE
+from rsdl_qgis_plugin.core.contract.model_spec import DEFAULT_MAX_PIXEL_VALUE
 
 MIN_STD = 1e-6  # a constant band must not divide by zero (ModelSpec refuses std 0)
 

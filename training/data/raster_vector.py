@@ -18,9 +18,9 @@ from typing import Any
 
 from rasterio.crs import CRS
 
-from rsdl_qgis_plugin.core.chips import DEFAULT_BLOCK_CHIPS, ChipMode, ChipRules, SplitSettings
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.datasets.chips import DEFAULT_BLOCK_CHIPS, ChipMode, ChipRules, SplitSettings
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
 
 from .base import RsdlDataModule, nodata_validity, resolution_cm
 from .cache import cache_key, file_fingerprint, fingerprints, read_json, write_json

@@ -20,8 +20,8 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from shapely.geometry.base import BaseGeometry
 
-from rsdl_qgis_plugin.core.class_statistics import ClassStatistics
-from rsdl_qgis_plugin.core.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
+from rsdl_qgis_plugin.core.labels.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
+from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
 
 from .cache import temporary_path
 

@@ -1,6 +1,6 @@
 """Spatial train/validation/test split of one or several rasters, by blocks of ground.
 
-core/chips.py's BlockSplit assigns square blocks of pixels to splits (as rsdl:exportchips does)
+core/datasets/chips.py's BlockSplit assigns square blocks of pixels to splits (as rsdl:exportchips does)
 and drops chips that touch blocks of different splits, so no validation chip shares a pixel with
 a training chip. Several rasters (tiles, or zoom levels of the same ground) share one block grid
 in map coordinates: its origin is the top-left corner of all rasters together and its pixel the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsdl_qgis_plugin.core.chips import BlockSplit, ChipWindow, SplitSettings, unit_hash
+from rsdl_qgis_plugin.core.datasets.chips import BlockSplit, ChipWindow, SplitSettings, unit_hash
 from rsdl_qgis_plugin.core.errors import RsdlError
 
 _FOLD_STREAM = 3  # a hash stream of its own, independent of core's block ranking

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from rsdl_qgis_plugin.core.atomic_output import atomic_file
-from rsdl_qgis_plugin.core.label_rules import default_class_color, hex_to_rgb
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.labels.label_rules import default_class_color, hex_to_rgb
 
 DPI = 110
 STRETCH_PERCENTILES = (2.0, 98.0)

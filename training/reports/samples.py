@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 
 from .figures import class_colors, class_names, display_rgb, overlay_classes, save_png
 

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from rsdl_qgis_plugin.core.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 
 from ..data.base import CLASS_PATH_KEY
 from ..data.classes import IGNORE_INDEX

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from rsdl_qgis_plugin.core.model_spec import ModelType
+from rsdl_qgis_plugin.core.contract.model_spec import ModelType
 
 from ..data.classes import IGNORE_INDEX
 from ..nets.segmentation import build_unet

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .atomic_output import AtomicOutputs
+from ..files.atomic_output import AtomicOutputs
 from .figures import new_figure, save_png
 
 

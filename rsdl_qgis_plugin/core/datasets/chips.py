@@ -1,7 +1,7 @@
 """Training chips: where they are cut, which split each goes to, and which are kept.
 
 Pure numpy; the GDAL side (reading strips, writing chips) is ``qgis_io/chip_writer.py`` and the
-folder layout is ``core/chip_dataset.py``.
+folder layout is ``core/datasets/chip_folder.py``.
 
 Chip plan
     Square chips of ``size`` pixels start every ``stride`` pixels along rows and columns, from
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .class_statistics import ClassStatistics
-from .errors import RsdlError
+from ..errors import RsdlError
+from ..metrics.class_statistics import ClassStatistics
 
 MIN_CHIP_SIZE = 8
 DEFAULT_BLOCK_CHIPS = 8  # default block side, in chips

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import LabelValueError
+from ..errors import LabelValueError
 
 UINT_DTYPES = (np.uint8, np.uint16, np.uint32)
 
@@ -163,6 +163,11 @@ def default_class_color(name: str, value: int) -> str:
         if word in _NAMED_COLORS:
             return _NAMED_COLORS[word]
     return _PALETTE[(value - 1) % len(_PALETTE)]
+
+
+def unnamed_class_name(value: int) -> str:
+    """The name of a mask value that no class description names."""
+    return f"class_{value}"
 
 
 def make_label_classes(names_by_value: dict[int, str]) -> list[LabelClass]:

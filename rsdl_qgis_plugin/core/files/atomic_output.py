@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import RsdlError
+from ..errors import RsdlError
 
 TEMP_MARKER = ".rsdl-tmp-"
 RASTER_SIDECARS = (".aux.xml",)

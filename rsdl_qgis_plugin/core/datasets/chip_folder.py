@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import RsdlError
+from ..labels.label_rules import LabelClass, MaskValues, unnamed_class_name
 from .chips import ChipRules, ChipTally, ChipWindow, Split, SplitSettings
-from .errors import RsdlError
-from .label_rules import LabelClass, MaskValues
 
 LAYOUT_VERSION = 1
 DATASET_FILE = "dataset.json"
@@ -81,11 +81,6 @@ def classification_chip_path(split: Split, class_folder: str, chip_id: str) -> s
 def pixel_field(value: int) -> str:
     """Index field holding a chip's pixel count of one class value."""
     return f"px_{value}"
-
-
-def unnamed_class_name(value: int) -> str:
-    """The name of a mask value that no class description names."""
-    return f"class_{value}"
 
 
 def safe_folder_name(name: str) -> str:

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .atomic_output import AtomicOutputs, atomic_file
-from .errors import RsdlError
+from ..errors import RsdlError
+from ..files.atomic_output import AtomicOutputs, atomic_file
 
 
 def new_figure(width: float, height: float, dpi: int = 120, purpose: str = "This figure") -> Any:

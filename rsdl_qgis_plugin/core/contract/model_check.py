@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .errors import ModelSpecError
+from ..errors import ModelSpecError
 from .model_spec import DEFAULT_MAX_PIXEL_VALUE, ModelSpec
 
 _EIGHT_BIT_TYPES = frozenset({"byte", "uint8", "int8"})

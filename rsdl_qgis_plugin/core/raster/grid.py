@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import GridError
+from ..errors import GridError
 
 # A pixel count above this is almost surely a unit mistake (degrees vs metres).
 MAX_GRID_PIXELS = 2**36

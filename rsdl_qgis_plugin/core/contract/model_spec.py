@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from .chip_dataset import unnamed_class_name
-from .errors import ModelSpecError
+from ..errors import ModelSpecError
+from ..labels.label_rules import unnamed_class_name
 
 SPEC_VERSION = 1
 DEFAULT_MAX_PIXEL_VALUE = 255.0

@@ -1,0 +1,1 @@
+"""The model contract: what a model file says about itself (spec) and whether a raster can feed it."""

@@ -1,0 +1,1 @@
+"""Outputs that are complete or absent (temporary names renamed into place when done)."""

@@ -1,0 +1,1 @@
+"""Label rules (mask values, class values, overlaps) and matching reference classes to model classes."""

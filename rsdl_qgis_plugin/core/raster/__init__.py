@@ -1,0 +1,1 @@
+"""Raster geometry and pixels independent of any raster library: the grid and the nodata rule."""

@@ -1,0 +1,1 @@
+"""Reports for the analyst: matplotlib figures, charts, and evaluation tables and pages."""
