@@ -53,7 +53,7 @@ DEBIAN_MIRROR ?= $(or $(shell grep -rhoE 'https?://[^ ]+/debian/?( |$$)' /etc/ap
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help install apt-packages test test-here test-matrix compare-matrix demo lint bench zip deploy clean
+.PHONY: help install apt-packages test test-here test-unit test-matrix compare-matrix demo lint bench zip deploy clean
 # Pattern targets that are no files: never delete them as intermediates.
 .PRECIOUS: chroot-%
 
@@ -98,6 +98,9 @@ test: install ## Every test here (QGIS 3.22 on Debian 12), then the QGIS-facing 
 test-here: install ## Every test with this machine's QGIS: unit, QGIS (pytest-qgis), qgis_process, robustness, training, desktop
 	@rm -rf $(MATRIX_OUTPUTS)/here
 	RSDL_OUTPUT_ARCHIVE=$(MATRIX_OUTPUTS)/here $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## The fast tests: QGIS-free units and the import contracts (tests/unit, under a minute)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-matrix: ## Only the QGIS version matrix: the QGIS-facing suites in each chroot of MATRIX
 	@status=0; for version in $(MATRIX); do $(MAKE) --no-print-directory test-qgis-$$version || status=1; done; \

@@ -6,8 +6,12 @@
 2. rsdl:segment runs the model (default: models/sample_scene_landcover, which never saw this
    scene) into a styled class raster, a confidence raster and class polygons.
 3. rsdl:rasterizelabels burns the labels into a class mask on the class raster's grid (text
-   classes, roads buffered by their width in metres, the invalid polygon repaired).
-4. rsdl:evaluate scores the class raster against that mask: HTML report, CSV, heatmap.
+   classes, roads buffered by their width in metres, the invalid polygon repaired), with class
+   statistics and a chart.
+4. rsdl:evaluate scores the class raster against the vector labels, which it burns onto the same
+   grid by the same rules: HTML report, CSV, heatmap. (Not against mask.tif: a mask does not
+   record that a class is named after its layer, e.g. 'buildings_all' from buildings_all.geojson,
+   which evaluate then matches to a model's only foreground class.)
 5. scripts/render_map.py draws a PNG map with QGIS's renderer: the image under the
    semi-transparent classes and the polygons' outlines, with a legend of per-class IoU.
 Steps 3 and 4 need labels: the sample scene's, or yours with --labels; without, they are skipped.
@@ -187,8 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     title = f"{inputs.model.parent.name} on {inputs.raster.name}"
     if inputs.labels:
         step("qgis_process run rsdl:rasterizelabels (onto the class raster's grid)")
-        # The class raster's grid, not the image's: a model may run at another resolution, and
-        # rsdl:evaluate compares rasters on one grid only.
+        # The class raster's grid, not the image's (a model may run at another resolution): the
+        # grid rsdl:evaluate burns the labels onto, so the mask shows what is scored.
         rasterized = qgis.run_algorithm(
             "rsdl:rasterizelabels",
             {
@@ -202,13 +206,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         print_log(rasterized)
 
-        step("qgis_process run rsdl:evaluate")
+        step("qgis_process run rsdl:evaluate (against the labels, burnt onto the same grid)")
+        # The vector labels, not mask.tif: a mask does not record that a class was named after
+        # its layer, which rsdl:evaluate needs to match e.g. 'buildings_all' to 'buildings'.
         csv_path = out / "evaluation.csv"
         evaluated = qgis.run_algorithm(
             "rsdl:evaluate",
             {
                 "PREDICTION": str(classes),
-                "REFERENCE": str(out / "mask.tif"),
+                "LABELS": inputs.labels,
+                **inputs.label_parameters,
                 "OUTPUT_HTML": str(out / "evaluation.html"),
                 "OUTPUT_CSV": str(csv_path),
                 "CONFUSION_PNG": str(out / "confusion.png"),

@@ -13,6 +13,7 @@ import inspect
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 
@@ -58,6 +59,12 @@ def load_task(path: str | Path) -> RsdlTask:
     task.load_state_dict(checkpoint["state_dict"])
     task.on_load_checkpoint(checkpoint)
     return task.eval()
+
+
+def load_checkpoint_net(path: str | Path) -> tuple[nn.Module, ModelSpec]:
+    """The net (eval mode) and spec of a checkpoint: what export, evaluate and explain run."""
+    task = load_task(path)
+    return task.net, task.model_spec()
 
 
 def load_datamodule(path: str | Path, **overrides: object) -> RsdlDataModule:

@@ -68,9 +68,8 @@ def fit_fold(config: Path, folds: int, fold: int, folder: Path, extra: Sequence[
 
 def evaluate_fold(checkpoint: Path, output: Path, device: str) -> dict[str, Any]:
     """The fold's held-out split, evaluated by training.evaluate with non-overlapping chips."""
-    from .checkpoints import load_datamodule
+    from .checkpoints import load_checkpoint_net, load_datamodule
     from .evaluate import dataloader, evaluate
-    from .export import load_checkpoint_net
 
     net, spec = load_checkpoint_net(checkpoint)
     # The spec records the split and the chip size: no second data module (or checkpoint read).

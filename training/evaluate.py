@@ -6,9 +6,10 @@ Writes into the output folder:
 
 * ``metrics.json``: per class IoU, F1, precision, recall, reference and predicted counts; mean IoU
   and mean F1 (over classes present in reference or prediction); overall accuracy; the confusion
-  matrix (rows reference, columns prediction). Computed with torchmetrics; ``ignore_index``
-  pixels (from the spec) are left out. A value whose denominator is zero (precision of a class
-  never predicted, recall of a class absent from the reference) is ``null``, not 0.
+  matrix (rows reference, columns prediction). Computed by the plugin's ``core.metrics.confusion``
+  (what rsdl:evaluate reports); ``ignore_index`` pixels (from the spec) are left out. A value
+  whose denominator is zero (precision of a class never predicted, recall of a class absent from
+  the reference) is ``null``, not 0.
 * ``confusion_matrix.png``, ``class_distribution.png`` (reference labels, drawn by the plugin's
   ``core.class_chart``), ``samples.png`` (image, reference, prediction);
 * ``training_loss.png``, ``training_metrics.png``, ``training_learning_rate.png`` from a Lightning
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -38,6 +38,7 @@ from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import RsdlError
 from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
 from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
+from rsdl_qgis_plugin.core.metrics.confusion import ConfusionMatrix, PairCounts
 from rsdl_qgis_plugin.core.reports.class_chart import write_class_chart
 from rsdl_qgis_plugin.core.reports.confusion_chart import confusion_figure
 
@@ -57,6 +58,13 @@ def torch_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` as ``torch_device`` reads it, for every command that runs a net in torch."""
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:1 ..."
+    )
+
+
 def predicted_classes(logits: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """Classes from logits [N, C, ...]: argmax, or the sigmoid threshold of one channel."""
     if logits.shape[1] == 1:
@@ -70,72 +78,37 @@ def class_count(spec: ModelSpec, channels: int) -> int:
 
 
 class ConfusionMetrics:
-    """torchmetrics per-class metrics and confusion matrix, accumulated batch by batch."""
+    """Per-class metrics and confusion matrix, accumulated batch by batch with the plugin's
+    ``core.metrics.confusion`` (the same numbers as rsdl:evaluate reports)."""
 
-    def __init__(self, num_classes: int, ignore_index: int | None, device: torch.device) -> None:
-        from torchmetrics import MetricCollection
-        from torchmetrics.classification import (
-            MulticlassAccuracy,
-            MulticlassConfusionMatrix,
-            MulticlassF1Score,
-            MulticlassJaccardIndex,
-            MulticlassPrecision,
-            MulticlassRecall,
-        )
-
-        common = {"num_classes": num_classes, "ignore_index": ignore_index}
+    def __init__(self, num_classes: int, ignore_index: int | None) -> None:
         self.num_classes = num_classes
-        self.metrics = MetricCollection(
-            {
-                "confusion": MulticlassConfusionMatrix(**common),
-                "iou": MulticlassJaccardIndex(average="none", **common),
-                "f1": MulticlassF1Score(average="none", **common),
-                "precision": MulticlassPrecision(average="none", **common),
-                "recall": MulticlassRecall(average="none", **common),
-                "accuracy": MulticlassAccuracy(average="micro", **common),
-            }
-        ).to(device)
+        self.ignore_index = ignore_index
+        self.counts = PairCounts()
 
     def update(self, predictions: torch.Tensor, reference: torch.Tensor) -> None:
-        self.metrics.update(predictions, reference)
+        truth, predicted = reference.cpu().numpy(), predictions.cpu().numpy()
+        valid = None if self.ignore_index is None else truth != self.ignore_index
+        kept = truth if valid is None else truth[valid]
+        if kept.size and (kept.min() < 0 or kept.max() >= self.num_classes):
+            outside = sorted({int(v) for v in np.unique(kept) if not 0 <= v < self.num_classes})
+            raise RsdlError(
+                f"Reference values {outside} lie outside the net's {self.num_classes} classes "
+                f"(0 to {self.num_classes - 1}, ignore index {self.ignore_index})."
+            )
+        self.counts.add_block(truth, predicted, valid)
 
     def compute(self, names: dict[int, str]) -> dict[str, Any]:
-        values = {key: value.detach().cpu() for key, value in self.metrics.compute().items()}
-        matrix = values["confusion"].long().numpy()
-        support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
-        # torchmetrics reports 0 where a ratio is 0/0; say "undefined" instead.
-        defined = {
-            "iou": (support + predicted) > 0,
-            "f1": (support + predicted) > 0,
-            "precision": predicted > 0,
-            "recall": support > 0,
-        }
-        classes = []
-        for value in range(self.num_classes):
-            entry: dict[str, Any] = {"value": value, "name": names.get(value, str(value))}
-            for key, mask in defined.items():
-                entry[key] = float(values[key][value]) if mask[value] else None
-            entry.update(support=int(support[value]), predicted=int(predicted[value]))
-            classes.append(entry)
-        labelled = int(matrix.sum())
+        report = ConfusionMatrix.from_counts(self.counts, range(self.num_classes)).as_dict(names)
+        matrix = report["confusion_matrix"]
         return {
-            "classes": classes,
-            "mean_iou": _mean(c["iou"] for c in classes),
-            "mean_f1": _mean(c["f1"] for c in classes),
-            "overall_accuracy": float(values["accuracy"]) if labelled else None,
-            "labelled": labelled,
-            "confusion_matrix": {
-                "rows": "reference",
-                "columns": "prediction",
-                "classes": [names.get(v, str(v)) for v in range(self.num_classes)],
-                "values": matrix.tolist(),
-            },
+            "classes": report["classes"],
+            "mean_iou": report["mean_iou"],
+            "mean_f1": report["mean_f1"],
+            "overall_accuracy": report["overall_accuracy"],
+            "labelled": report["labelled"],
+            "confusion_matrix": {key: matrix[key] for key in ("rows", "columns", "classes", "values")},
         }
-
-
-def _mean(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(present) / len(present) if present else None
 
 
 def evaluate(
@@ -173,7 +146,7 @@ def evaluate(
             reference = batch[target_key].to(run_on).long()
             logits = net(images)
             if metrics is None:
-                metrics = ConfusionMetrics(class_count(spec, logits.shape[1]), IGNORE_INDEX, run_on)
+                metrics = ConfusionMetrics(class_count(spec, logits.shape[1]), IGNORE_INDEX)
             predictions = predicted_classes(logits, spec)
             metrics.update(predictions, reference)
             statistics.add_block(reference.cpu().numpy())
@@ -310,16 +283,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"items in samples.png (default {DEFAULT_SAMPLES})",
     )
     parser.add_argument("--max-batches", type=int, help="stop after this many batches (default: all)")
-    parser.add_argument(
-        "--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:1 ..."
-    )
+    add_device_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training evaluate``: 0 when the report was written."""
     args = _parser().parse_args(argv)
-    from .export import load_checkpoint_net
+    from .checkpoints import load_checkpoint_net
 
     try:
         net, spec = load_checkpoint_net(args.checkpoint)

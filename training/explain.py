@@ -46,8 +46,9 @@ from rsdl_qgis_plugin.core.contract.model_check import check_raster_compatibilit
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import RsdlError
 from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
+from rsdl_qgis_plugin.core.raster.nodata import valid_pixels
 
-from .evaluate import torch_device
+from .evaluate import add_device_argument, torch_device
 from .reports.attribution import write_attribution_png
 from .reports.figures import display_rgb
 
@@ -185,7 +186,7 @@ def read_window(path: str | os.PathLike, spec: ModelSpec, window: PixelWindow | 
                     f"{source.width} x {source.height} px raster '{path}'."
                 )
             pixels = source.read(bands, window=area, out_dtype="float32")
-            valid = (source.read_masks(bands, window=area) > 0).all(axis=0) & np.isfinite(pixels).all(axis=0)
+            valid = valid_pixels(pixels, [None] * len(bands), list(source.read_masks(bands, window=area)))
             transform = source.window_transform(area)
             georeferenced = source.crs is not None and not source.transform.is_identity
             return RasterWindow(pixels, valid, source.crs, transform, georeferenced)
@@ -346,16 +347,14 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_INTERNAL_BATCH,
         help=f"steps run per forward pass; lower it when memory runs out (default {DEFAULT_INTERNAL_BATCH})",
     )
-    parser.add_argument(
-        "--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:1 ..."
-    )
+    add_device_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training explain``: 0 when the explanation was written."""
     args = _parser().parse_args(argv)
-    from .export import load_checkpoint_net
+    from .checkpoints import load_checkpoint_net
 
     try:
         net, spec = load_checkpoint_net(args.checkpoint)

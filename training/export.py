@@ -351,15 +351,7 @@ def export_torchscript(
     return ExportResult(final, "torchscript", plan.spec, worst, tolerance, plan.dynamic_size, shapes)
 
 
-# -- checkpoints and the command line ---------------------------------------------------------
-
-
-def load_checkpoint_net(checkpoint: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
-    """The net and spec of a Lightning checkpoint (read with ``torch.load(weights_only=True)``)."""
-    from training.checkpoints import load_task  # the task side of the package; imported on use
-
-    task = load_task(checkpoint)
-    return task.net, task.model_spec()
+# -- the command line ---------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -409,6 +401,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training export``: returns 0 when every requested file was written and verified."""
     args = _parser().parse_args(argv)
+    from .checkpoints import load_checkpoint_net  # the task side of the package; imported on use
+
     try:
         net, spec = load_checkpoint_net(args.checkpoint)
         if args.tile_size:

@@ -41,15 +41,16 @@ from rasterio.windows import Window
 
 from rsdl_qgis_plugin.core.contract.model_check import check_raster_compatibility
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.contract.model_types import refuse_unless_run_by
 from rsdl_qgis_plugin.core.errors import RsdlError
 from rsdl_qgis_plugin.core.files.atomic_output import atomic_file
 from rsdl_qgis_plugin.core.labels.label_rules import hex_to_rgb
+from rsdl_qgis_plugin.core.raster.nodata import valid_pixels
+from rsdl_qgis_plugin.core.tiling import policy
 from rsdl_qgis_plugin.core.tiling.blending import BlendMode
 from rsdl_qgis_plugin.inference.backends import ModelBackend, load_model
 from rsdl_qgis_plugin.inference.engine import HeadLayout, InferenceSettings, TiledInference
 from rsdl_qgis_plugin.inference.sinks import (
-    DEFAULT_OVERLAP_PERCENT,
-    DEFAULT_TILE_SIZE,
     FLOAT_NODATA,
     SegmentationSink,
     ValueSink,
@@ -57,8 +58,10 @@ from rsdl_qgis_plugin.inference.sinks import (
     head_classes,
 )
 
-# The defaults of rsdl:segment (processing_provider/segment.py), which training may not import.
-DEFAULT_BATCH_SIZE = 4
+PREDICT_TOOL = "python -m training predict"
+DEFAULT_BATCH_SIZE = policy.default_batch_size(ModelType.SEGMENTOR)
+DEFAULT_TILE_SIZE = policy.default_tile_size(ModelType.SEGMENTOR)
+DEFAULT_OVERLAP = policy.DEFAULT_OVERLAP_PERCENT
 ROWS_PER_STRIP = 32
 RESOLUTION_WARNING = 0.05  # relative pixel-size difference that earns a warning
 
@@ -70,7 +73,7 @@ class RasterioWindowReader:
     """The engine's WindowReader over an open rasterio dataset: (bands, h, w) float32 + valid mask.
 
     A pixel is valid when every band read is valid in rasterio's masks (nodata value, internal
-    mask or alpha band) and finite, as the plugin's provider reader decides.
+    mask or alpha band) and finite: core/raster/nodata.py's rule, as in the plugin's readers.
     """
 
     def __init__(self, dataset: Any, bands: tuple[int, ...]) -> None:
@@ -80,12 +83,11 @@ class RasterioWindowReader:
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         window = Window(col, row, cols, rows)
         data = self.dataset.read(self.bands, window=window, out_dtype="float32")
-        valid = (self.dataset.read_masks(self.bands, window=window) > 0).all(axis=0)
-        valid &= np.isfinite(data).all(axis=0)
-        return data, valid
+        masks = self.dataset.read_masks(self.bands, window=window)
+        return data, valid_pixels(data, [None] * len(self.bands), list(masks))
 
 
-class GeoTiffRowWriter:
+class RasterioRowWriter:
     """Context manager writing a GeoTIFF on ``profile``'s grid as rows arrive, complete or absent.
 
     Rows are buffered into whole strips so each compressed strip is written exactly once.
@@ -127,7 +129,7 @@ class GeoTiffRowWriter:
         self._first_row = 0
         self._rows = 0
 
-    def __enter__(self) -> GeoTiffRowWriter:
+    def __enter__(self) -> RasterioRowWriter:
         temp = self._stack.enter_context(atomic_file(self.path))
         self._dataset = self._stack.enter_context(rasterio.open(temp, "w", **self.profile))
         if self.colormap:
@@ -196,22 +198,12 @@ class PredictionResult:
 
 
 def inference_settings(backend: ModelBackend, options: PredictOptions) -> InferenceSettings:
-    """Tile size and overlap chosen as rsdl:segment chooses them (fixed model size first)."""
-    height, width = backend.input_size
-    if height and height != width:
-        raise RsdlError(f"The model takes non-square {height} x {width} inputs; only square tiles work.")
-    if height and options.tile_size and options.tile_size != height:
-        raise RsdlError(
-            f"The model takes {height} x {height} pixel tiles; --tile-size {options.tile_size} "
-            "cannot be used."
-        )
-    tile = height or options.tile_size or backend.spec.tile_size or DEFAULT_TILE_SIZE
-    percent = options.overlap_percent
-    if percent is None:
-        percent = backend.spec.tiles_overlap_percent
-    if percent is None:
-        percent = DEFAULT_OVERLAP_PERCENT
-    overlap = min(tile - 1, round(tile * percent / 100.0))
+    """Tile size and overlap chosen by the one tiling policy that rsdl:segment uses."""
+    name = Path(backend.path).name
+    tile = policy.tile_size(
+        backend.spec, backend.input_size, options.tile_size, parameter="--tile-size", model_name=name
+    )
+    overlap = policy.overlap_pixels(backend.spec, tile, options.overlap_percent)
     return InferenceSettings(tile, overlap, options.batch_size, options.blend_mode)
 
 
@@ -232,7 +224,7 @@ def _class_writer(path: Path, profile: dict, spec: ModelSpec, layout: HeadLayout
     dtype, nodata = class_nodata_value([c.value for c in classes])
     colormap = {c.value: (*hex_to_rgb(c.color), 255) for c in classes}
     tags = {f"class_{c.value}": c.name for c in classes}
-    writer = GeoTiffRowWriter(path, profile, 1, dtype.name, nodata, colormap, tags, ["class"])
+    writer = RasterioRowWriter(path, profile, 1, dtype.name, nodata, colormap, tags, ["class"])
     return writer, dtype, nodata
 
 
@@ -243,10 +235,7 @@ def predict_raster(
     started = time.perf_counter()
     raster, output_dir = Path(raster), Path(output_dir)
     spec = backend.spec
-    if spec.model_type not in (ModelType.SEGMENTOR, ModelType.REGRESSOR):
-        raise RsdlError(
-            f"The model is a {spec.model_type.value}; batch prediction runs Segmentor and Regressor models."
-        )
+    refuse_unless_run_by(spec, PREDICT_TOOL, Path(backend.path).name)
     settings = inference_settings(backend, options)
     with rasterio.open(raster) as source:
         crs = source.crs
@@ -282,14 +271,14 @@ def _open_sinks(
     sinks = []
     for head, layout in enumerate(engine.heads):
         if spec.model_type is ModelType.REGRESSOR:
-            writer = GeoTiffRowWriter(paths[head], profile, layout.channels, "float32", FLOAT_NODATA)
+            writer = RasterioRowWriter(paths[head], profile, layout.channels, "float32", FLOAT_NODATA)
             sinks.append(ValueSink(stack.enter_context(writer)))
             continue
         writer, dtype, nodata = _class_writer(paths[head], profile, spec, layout, head)
         confidence_writer = None
         if head == 0 and confidence:
             confidence_writer = stack.enter_context(
-                GeoTiffRowWriter(paths[-1], profile, 1, "float32", FLOAT_NODATA, descriptions=["confidence"])
+                RasterioRowWriter(paths[-1], profile, 1, "float32", FLOAT_NODATA, descriptions=["confidence"])
             )
         sinks.append(
             SegmentationSink(stack.enter_context(writer), confidence_writer, spec.seg_thresh, dtype, nodata)
@@ -448,12 +437,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-list", type=Path, help="text file of raster paths or patterns, one per line")
     parser.add_argument("--model", required=True, type=Path, help="model file (.onnx, or TorchScript .pt)")
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for the outputs (created)")
-    parser.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model's, else 512)")
     parser.add_argument(
-        "--overlap", type=float, help="tile overlap in %% of the tile (default: the model's, else 15)"
+        "--tile-size", type=int, help=f"tile side in pixels (default: the model's, else {DEFAULT_TILE_SIZE})"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="tiles per model call (default 4)"
+        "--overlap",
+        type=float,
+        help=f"tile overlap in %% of the tile (default: the model's, else {DEFAULT_OVERLAP:g})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"tiles per model call (default {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
         "--blend",

@@ -1,1 +1,1 @@
-"""Tiled model inference (QGIS-free engine and model backends), built in the inference issue."""
+"""Tiled model inference, QGIS-free: model backends, the tile stream, the blending engine, sinks."""

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..core.contract.model_spec import TORCHSCRIPT_SPEC_FILE, ModelSpec, ModelType
+from ..core.contract.model_types import role_of
 from ..core.errors import MissingDependencyError, ModelError, ModelSpecError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -239,7 +240,8 @@ def check_class_names(spec: ModelSpec, output_shapes: list[tuple], path: str) ->
     Deepness regressors carry class names that do not describe their outputs.
     """
     heads = spec.head_class_names
-    if spec.model_type not in (ModelType.SEGMENTOR, ModelType.CLASSIFIER) or not heads:
+    role = role_of(spec.model_type)
+    if role is None or not role.class_scores or not heads:
         return
     if len(heads) > len(output_shapes):
         raise ModelError(
@@ -260,8 +262,9 @@ def check_class_names(spec: ModelSpec, output_shapes: list[tuple], path: str) ->
 
 
 def output_channels(model_type: ModelType, shape: tuple) -> int | None:
-    """The channel (class) count of an output shape: [B,C] for classifiers, [B,C,H,W] or [B,H,W]."""
-    if model_type is ModelType.CLASSIFIER:
+    """The channel (class) count of an output shape: [B,C] for per-crop types, [B,C,H,W] or [B,H,W]."""
+    role = role_of(model_type)
+    if role is not None and not role.per_pixel:
         return shape[1] if len(shape) == 2 else None
     if len(shape) == 3:  # [B, H, W]: one channel
         return 1

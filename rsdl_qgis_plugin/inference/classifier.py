@@ -12,28 +12,25 @@ the model's spec) to one score per class. The first output head is read as:
 * anything with a spatial extent ([B, C, H, W] larger than 1 x 1, [B, H, W]) is a segmentation
   output and is refused: such models run in rsdl:segment.
 
-Crops are squares of ``tile_size`` pixels: the model's fixed input size, else its spec's
-``tile_size``, else ``DEFAULT_TILE_SIZE``.
+Crops are squares of ``tile_size`` pixels, chosen by ``core/tiling/policy.py``; which tools run
+which model types is ``core/contract/model_types.py``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..core.contract.model_spec import ModelSpec, ModelType
 from ..core.errors import ModelError, RsdlError
 from ..core.labels.label_rules import LabelClass, default_class_color
-from ..core.tiling.plan import TileWindow
+from ..core.tiling.layouts import TileLayout, overhang_end_starts
 from .backends import ModelBackend, out_of_memory_error
 from .probabilities import in_unit_range, softmax
 
-DEFAULT_TILE_SIZE = 224  # the usual input of image classifiers (ResNet, EfficientNet...)
 SUM_TOLERANCE = 1e-3
 SEGMENT_HINT = "this is a segmentation model, use rsdl:segment"
 
@@ -98,42 +95,10 @@ def probability_field_names(names: dict[int, str]) -> list[str]:
     return fields
 
 
-def classifier_tile_size(backend: ModelBackend, asked: int | None = None) -> int:
-    """The crop side: ``asked`` (must equal a fixed input size), the model's, the spec's, or the default."""
-    height, width = backend.input_size
-    if height and width and height != width:
-        name = Path(getattr(backend, "path", "") or "model").name
-        raise ModelError(
-            f"The model '{name}' takes non-square {height} x {width} inputs; only square crops are "
-            "supported. Export it with a square (or dynamic) input size."
-        )
-    fixed = height or width
-    if fixed and asked and asked != fixed:
-        raise RsdlError(
-            f"The model takes {fixed} x {fixed} pixel crops; a tile size of {asked} cannot be used. "
-            "Leave the tile size empty."
-        )
-    return asked or fixed or backend.spec.tile_size or DEFAULT_TILE_SIZE
-
-
-def check_classifier_type(spec: ModelSpec) -> None:
-    """Refuse model types that do not classify. Segmentor passes: it is also what a model without
-    metadata reads as, so its outputs decide (see ``Classifier``)."""
-    if spec.model_type in (ModelType.CLASSIFIER, ModelType.SEGMENTOR):
-        return
-    if spec.model_type is ModelType.REGRESSOR:
-        raise ModelError(
-            "The model's type is 'Regressor' (metadata key 'model_type'): it predicts values per "
-            "pixel, not a class per crop; run it with rsdl:segment."
-        )
-    spec.check_runnable({ModelType.CLASSIFIER})
-
-
 class Classifier:
     """A model ready to classify crops of ``tile_size`` pixels; one probe pass checks its output."""
 
     def __init__(self, backend: ModelBackend, spec: ModelSpec, tile_size: int) -> None:
-        check_classifier_type(spec)
         self.backend = backend
         self.spec = spec
         self.tile_size = tile_size
@@ -198,48 +163,28 @@ def classify_in_batches(
         yield np.asarray(keys, dtype=np.int64), classifier.classify(np.stack(batch))
 
 
-def _axis_count(length: int, tile: int, stride: int) -> int:
-    """Tiles along an axis: until one reaches the end, and never one that starts past it."""
-    return min(1 + max(0, math.ceil((length - tile) / stride)), math.ceil(length / stride))
-
-
-@dataclass(frozen=True)
-class TileGrid:
+class TileGrid(TileLayout):
     """Tiles of ``tile`` px every ``stride`` px from a grid's top-left corner, in row-major order.
 
     The last tile of a row or column may overhang the grid (its outside part is padded when read);
-    a stride larger than the tile leaves gaps. Windows are made on demand, so a huge grid costs
-    no memory.
+    a stride larger than the tile leaves gaps (the ``overhang_end_starts`` rule of
+    ``core/tiling/layouts.py``). Windows are made on demand, so a huge grid costs little memory.
     """
 
-    width: int
-    height: int
-    tile: int
-    stride: int
-
-    def __post_init__(self) -> None:
-        if self.tile < 1 or self.stride < 1:
-            raise RsdlError(f"Tile size and stride must be at least 1 pixel, got {self.tile}, {self.stride}.")
-        if self.width < 1 or self.height < 1:
-            raise RsdlError(f"The grid is empty ({self.width} x {self.height} pixels).")
+    def __init__(self, width: int, height: int, tile: int, stride: int) -> None:
+        if tile < 1 or stride < 1:
+            raise RsdlError(f"Tile size and stride must be at least 1 pixel, got {tile}, {stride}.")
+        if width < 1 or height < 1:
+            raise RsdlError(f"The grid is empty ({width} x {height} pixels).")
+        super().__init__(width, height, tile, stride, overhang_end_starts)
 
     @property
     def columns(self) -> int:
-        return _axis_count(self.width, self.tile, self.stride)
+        return self.n_tile_cols
 
     @property
     def rows(self) -> int:
-        return _axis_count(self.height, self.tile, self.stride)
-
-    def __len__(self) -> int:
-        return self.columns * self.rows
-
-    def window(self, index: int) -> TileWindow:
-        row, col = divmod(index, self.columns)
-        return TileWindow(index, row * self.stride, col * self.stride, self.tile)
-
-    def __iter__(self) -> Iterator[TileWindow]:
-        return (self.window(index) for index in range(len(self)))
+        return self.n_tile_rows
 
 
 def crop_square(

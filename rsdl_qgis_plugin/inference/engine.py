@@ -1,6 +1,6 @@
 """The tiled inference engine: stream a raster through a model, tile by tile, and blend.
 
-QGIS-free. A reader thread reads tile windows ahead (I/O-bound) while the model runs batches;
+QGIS-free. The tile stream (``tile_stream.py``) reads tiles ahead while the model runs batches;
 blended rows are handed to the sinks as soon as no later tile touches them, so memory is bounded
 by tile size x raster width, never by raster height.
 
@@ -11,8 +11,6 @@ centre.
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -20,23 +18,13 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..core.contract.model_spec import ModelSpec
-from ..core.errors import CancelledError, ModelError, RsdlError
+from ..core.contract.model_types import role_of
+from ..core.errors import ModelError, RsdlError
 from ..core.tiling.blending import BlendMode, StreamingBlender
-from ..core.tiling.plan import TilePlan, TileWindow, pad_tile
+from ..core.tiling.plan import TilePlan
 from .backends import ModelBackend, out_of_memory_error
 from .probabilities import in_unit_range, softmax
-
-PREFETCH_BATCHES = 2
-
-
-class WindowReader(Protocol):
-    """Reads windows of the processing grid: (bands, rows, cols) data and a (rows, cols) valid mask.
-
-    Data may come in the raster's own type (e.g. uint8): it is converted to float32 once per
-    batch, when normalised. It must be finite.
-    """
-
-    def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]: ...
+from .tile_stream import TileData, TileStream, WindowReader
 
 
 class RowSink(Protocol):
@@ -94,71 +82,6 @@ class HeadLayout:
         return full, covered
 
 
-@dataclass
-class _TileData:
-    tile: TileWindow
-    data: np.ndarray | None  # (bands, tile, tile), None when the tile holds no valid pixel
-    valid: np.ndarray | None  # (tile, tile); None when every pixel is valid (or there is no data)
-
-
-class _Prefetcher:
-    """Reads tiles in plan order on a worker thread, a bounded number ahead of the model."""
-
-    _DONE = object()
-
-    def __init__(self, plan: TilePlan, reader_factory: Callable[[], WindowReader], depth: int) -> None:
-        self.plan = plan
-        self.reader_factory = reader_factory
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._work, name="rsdl-tile-reader", daemon=True)
-        self.thread.start()
-
-    def _put(self, item: object) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self) -> None:
-        try:
-            reader = self.reader_factory()  # created here: QGIS providers are per-thread
-            width, height = self.plan.width, self.plan.height
-            for tile in self.plan.tiles:
-                row, col, rows, cols = tile.read_window(width, height)
-                data, valid = reader.read(row, col, rows, cols)
-                if not valid.any():
-                    item = _TileData(tile, None, None)
-                else:
-                    padding = tile.padding(width, height)
-                    # An all-valid tile needs no mask: blending then skips weighting by it
-                    # (padding lies outside the raster, which the blender never keeps).
-                    mask = None if valid.all() else np.pad(valid, padding, constant_values=False)
-                    item = _TileData(tile, pad_tile(data, padding), mask)
-                if not self._put(item):
-                    return
-        except BaseException as error:  # handed to the consumer thread, which raises it
-            self.error = error
-        self._put(self._DONE)
-
-    def __iter__(self):
-        while True:
-            item = self.queue.get()
-            if item is self._DONE:
-                if self.error is not None:
-                    raise self.error
-                return
-            yield item
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-
-
 def _as_probabilities(values: np.ndarray) -> np.ndarray:
     """Softmax over channels for a batch of logits; probabilities pass unchanged."""
     if values.shape[1] < 2 or in_unit_range(values):
@@ -186,7 +109,8 @@ class TiledInference:
         self.settings = settings
         self.plan = TilePlan(width, height, settings.tile_size, settings.overlap)
         self.heads = self._probe_heads()
-        self.probabilities = spec.model_type.value == "Segmentor"
+        role = role_of(spec.model_type)
+        self.probabilities = role is not None and role.class_scores
 
     def _probe(self, size: int) -> list[np.ndarray]:
         return self.backend.run(np.zeros((1, len(self.bands), size, size), dtype=np.float32))
@@ -236,31 +160,21 @@ class TiledInference:
             StreamingBlender(self.plan, head.channels, self.settings.blend_mode) for head in self.heads
         ]
         counts = {"tiles": len(self.plan), "run": 0, "skipped_nodata": 0, "batches": 0}
-        pending: list[_TileData] = []
-        prefetcher = _Prefetcher(self.plan, reader_factory, depth=PREFETCH_BATCHES * self.settings.batch_size)
-        try:
-            for item in prefetcher:
-                pending.append(item)
-                if sum(entry.data is not None for entry in pending) >= self.settings.batch_size:
-                    self._flush(pending, blenders, sinks, counts)
-                    progress(pending[-1].tile.index / len(self.plan) if pending else 1.0)
-                    pending = []
-                    if is_cancelled():
-                        raise CancelledError()
-            self._flush(pending, blenders, sinks, counts)
-            if is_cancelled():
-                raise CancelledError()
+        width, height = self.plan.width, self.plan.height
+        batch_size = self.settings.batch_size
+        with TileStream(self.plan.tiles, width, height, reader_factory, batch_size, is_cancelled) as stream:
+            for batch in stream:
+                self._flush(batch, blenders, sinks, counts)
+                progress(batch[-1].tile.index / len(self.plan) if batch else 1.0)
             for blender, sink in zip(blenders, sinks):
                 for first_row, values in blender.finish():
                     sink.write_rows(first_row, values)
             progress(1.0)
-        finally:
-            prefetcher.close()
         return counts
 
     def _flush(
         self,
-        pending: list[_TileData],
+        pending: list[TileData],
         blenders: list[StreamingBlender],
         sinks: list[RowSink],
         counts: dict[str, int],

@@ -14,9 +14,6 @@ from ..core.labels.label_rules import LabelClass, default_class_color
 from .engine import HeadLayout
 
 FLOAT_NODATA = float("nan")
-# Tiling when neither the user nor the model says otherwise (rsdl:segment and training predict).
-DEFAULT_TILE_SIZE = 512
-DEFAULT_OVERLAP_PERCENT = 15.0
 
 
 class RowWriter(Protocol):

@@ -7,6 +7,7 @@ compact float32 array meanwhile), so a cancelled or failed run leaves no output 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,20 +23,23 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from ..core.contract.model_spec import ModelType
 from ..core.errors import RsdlError
-from ..inference.classifier import Classifier, classifier_tile_size, probability_field_names
+from ..core.tiling import policy
+from ..inference.classifier import Classifier, probability_field_names
 from ..qgis_io.compat import FIELD_DOUBLE, FIELD_INT, FIELD_STRING
 from .layer_styling import ClassVectorStyler
 from .model_algorithm import ModelAlgorithm
+from .tiling_parameters import TilingParameters
 
 CLASS_FIELDS = ("class_id", "class_name", "probability")
-DEFAULT_BATCH_SIZE = 16
 
 
 class ClassifyAlgorithm(ModelAlgorithm):
     """Base of the classification algorithms; subclasses declare their inputs and compute()."""
 
     OUTPUT = "OUTPUT"
+    UNDECLARED_MODEL_TYPE_OK = True  # a model without metadata runs when its outputs classify
     MODEL_HELP = (
         "A classification model (one score per class for a whole image crop): ONNX, or "
         "TorchScript with the rsdl spec. Segmentation models are refused (use rsdl:segment)."
@@ -69,7 +73,16 @@ class ClassifyAlgorithm(ModelAlgorithm):
         """
         backend = self.load_backend(parameters, context, feedback)
         # The output shape is checked before the bands, so a segmentation model is named as such.
-        classifier = Classifier(backend, backend.spec, classifier_tile_size(backend, tile_size))
+        name = Path(backend.path).name
+        size = policy.tile_size(
+            backend.spec,
+            backend.input_size,
+            tile_size,
+            ModelType.CLASSIFIER,
+            TilingParameters.TILE_SIZE,
+            name,
+        )
+        classifier = Classifier(backend, backend.spec, size)
         bands = self.raster_bands(parameters, context, feedback, backend, layer, uses_resolution)
         for warning in classifier.warnings:
             feedback.pushWarning(warning)

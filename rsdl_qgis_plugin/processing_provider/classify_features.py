@@ -26,6 +26,7 @@ from qgis.core import (
     QgsRectangle,
 )
 
+from ..core.contract.model_spec import ModelType
 from ..core.errors import CancelledError
 from ..inference.classifier import Classifier, classify_in_batches, crop_square
 from ..qgis_io.compat import (
@@ -35,7 +36,7 @@ from ..qgis_io.compat import (
     SOURCE_VECTOR_ANY_GEOMETRY,
 )
 from ..qgis_io.provider_reader import ProviderWindowReader
-from .classify_base import DEFAULT_BATCH_SIZE, ClassifyAlgorithm
+from .classify_base import ClassifyAlgorithm
 
 DEFAULT_MARGIN_PERCENT = 10.0
 CLASSIFY_SHARE = 90.0  # percent of the progress bar for classifying; the rest is writing
@@ -137,7 +138,7 @@ class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
             "Context around the feature: the square crop (as wide as the feature's longer side) "
             "grows by this percentage of its side on every side. 0 crops to the feature.",
         )
-        self.add_run_parameters(DEFAULT_BATCH_SIZE, "Crops")
+        self.add_run_parameters(ModelType.CLASSIFIER, "Crops")
         self.add_output_parameter(
             SOURCE_VECTOR_ANY_GEOMETRY,
             "Classified features",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from qgis.core import (
@@ -12,20 +12,22 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
     QgsRectangle,
 )
 
+from ..core.contract.model_spec import ModelType
 from ..core.errors import CancelledError
 from ..core.raster.grid import RasterGrid
-from ..core.tiling.plan import TileWindow, pad_tile
-from ..inference.classifier import TileGrid, classify_in_batches
+from ..core.tiling.plan import TileWindow
+from ..inference.classifier import Classifier, TileGrid, classify_in_batches
+from ..inference.tile_stream import TileStream
 from ..qgis_io.compat import FAST_INSERT, NUMBER_DOUBLE, SOURCE_VECTOR_POLYGON, WKB_POLYGON
-from ..qgis_io.processing_grid import processing_grid
 from ..qgis_io.provider_reader import ProviderWindowReader
-from .classify_base import DEFAULT_BATCH_SIZE, ClassifyAlgorithm
+from .classify_base import ClassifyAlgorithm
+from .tiling_parameters import TilingParameters
 
 MIN_VALID_FRACTION = 0.5  # SKIP_NODATA drops tiles with less valid data than this
 CLASSIFY_SHARE = 90.0  # percent of the progress bar for classifying; the rest is writing
@@ -33,14 +35,7 @@ CLASSIFY_SHARE = 90.0  # percent of the progress bar for classifying; the rest i
 
 def tile_rectangle(grid: RasterGrid, tile: TileWindow, clip: QgsRectangle) -> QgsRectangle:
     """The tile's ground rectangle, cut to ``clip`` (edge tiles overhang the grid)."""
-    x0, dx, _, y0, _, dy = grid.geotransform
-    rectangle = QgsRectangle(
-        x0 + tile.col * dx,
-        y0 + (tile.row + tile.size) * dy,
-        x0 + (tile.col + tile.size) * dx,
-        y0 + tile.row * dy,
-    )
-    return rectangle.intersect(clip)
+    return QgsRectangle(*grid.window_bounds(tile.row, tile.col, tile.size, tile.size)).intersect(clip)
 
 
 class ClassifyTilesAlgorithm(ClassifyAlgorithm):
@@ -57,10 +52,8 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
     )
 
     INPUT = "INPUT"
-    TILE_SIZE = "TILE_SIZE"
+    TILING = TilingParameters(overlap=False, area=False)
     STRIDE = "STRIDE"
-    RESAMPLE = "RESAMPLE"
-    EXTENT = "EXTENT"
     MIN_PROBABILITY = "MIN_PROBABILITY"
     SKIP_NODATA = "SKIP_NODATA"
     TILES = "TILES"
@@ -73,30 +66,11 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
             "QGIS at the model's resolution).",
         )
         self.add_model_parameters(self.INPUT, self.MODEL_HELP)
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.TILE_SIZE, self.tr("Tile size (pixels)"), optional=True, minValue=8
-            ),
-            "Tile side in pixels of the processing grid. Empty: the model's fixed input size, else "
-            "its metadata (tile_size). A model with a fixed input size takes no other.",
-        )
+        self.TILING.declare(self, ModelType.CLASSIFIER)
         self.add_parameter(
             QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels)"), optional=True, minValue=1),
             "Distance between the top-left corners of neighbouring tiles, in pixels. Empty: the "
             "tile size (tiles touch). Smaller: tiles overlap; larger: gaps between tiles.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(
-                self.RESAMPLE, self.tr("Resample to the model's resolution"), defaultValue=True
-            ),
-            "On: when the raster's pixel size differs from the resolution the model was trained "
-            "at (metadata 'resolution'), tiles are read at the model's resolution. Off: tiles are "
-            "taken from the raster's own pixels.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
-            "Only lay tiles over this extent (the grid starts at its top-left corner). Empty: the "
-            "whole layer.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -115,7 +89,7 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
             "On: tiles of which less than half the pixels inside the raster hold data are neither "
             "classified nor written. Off: every tile is classified, nodata pixels as they are.",
         )
-        self.add_run_parameters(DEFAULT_BATCH_SIZE, "Tiles")
+        self.add_run_parameters(ModelType.CLASSIFIER, "Tiles")
         self.add_output_parameter(
             SOURCE_VECTOR_POLYGON,
             "Classified tiles",
@@ -124,56 +98,63 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.TILES, self.tr("Tiles classified")))
         self.addOutput(QgsProcessingOutputNumber(self.SKIPPED, self.tr("Tiles skipped as nodata")))
 
-    def compute(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        layer = self.raster_layer(parameters, self.INPUT, context)
-        tile_size = self.optional_int(parameters, self.TILE_SIZE, context)
-        resample = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
-        classifier, bands = self.load_classifier(parameters, context, feedback, layer, tile_size, resample)
-
-        area = layer.extent()
-        if parameters.get(self.EXTENT) not in (None, ""):
-            area = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs()).intersect(area)
-        grid, resampled = processing_grid(layer, area, classifier.spec.resolution_cm, resample)
-        stride = self.optional_int(parameters, self.STRIDE, context) or classifier.tile_size
-        tiles = TileGrid(grid.width, grid.height, classifier.tile_size, stride)
-        feedback.pushInfo(
-            f"Grid: {grid.width} x {grid.height} px of {grid.pixel_width:g} map units"
-            f"{' (resampled to the model resolution)' if resampled else ''}; {len(tiles)} tiles "
-            f"({tiles.columns} x {tiles.rows}), stride {stride} px."
+    def _classify_tiles(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        classifier: Classifier,
+        reader_factory: Callable[[], ProviderWindowReader],
+        tiles: TileGrid,
+        grid: RasterGrid,
+    ) -> np.ndarray:
+        """One row of probabilities per tile (NaN: not classified, as a nodata tile)."""
+        # Kept until the output is written: 8 bytes per tile for two classes against 3 KB of pixels
+        # in a 32 px RGB tile, so memory stays a tiny fraction of the raster's size; pixels are held
+        # a few batches at a time (the stream reads ahead).
+        results = np.full((len(tiles), len(classifier.class_names)), np.nan, dtype=np.float32)
+        skip_nodata = self.parameterAsBoolean(parameters, self.SKIP_NODATA, context)
+        batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
+        stream = TileStream(
+            tiles, grid.width, grid.height, reader_factory, batch_size, feedback.isCanceled, not skip_nodata
         )
 
-        # One row of probabilities per tile (NaN: not classified) until the output is written:
-        # 8 bytes per tile for two classes against 3 KB of pixels in a 32 px RGB tile, so memory
-        # stays a tiny fraction of the raster's size; pixels are held one batch at a time.
-        results = np.full((len(tiles), len(classifier.class_names)), np.nan, dtype=np.float32)
-        reader = ProviderWindowReader(layer.dataProvider().clone(), grid, bands)
-        skip_nodata = self.parameterAsBoolean(parameters, self.SKIP_NODATA, context)
-
         def crops():
-            for tile in tiles:
+            for batch in stream:
+                for item in batch:
+                    if item.data is not None and not (
+                        skip_nodata and item.valid_fraction < MIN_VALID_FRACTION
+                    ):
+                        yield item.tile.index, item.data
+
+        with stream:
+            for keys, classification in classify_in_batches(classifier, crops(), batch_size):
+                results[keys] = classification.probabilities
+                feedback.setProgress(CLASSIFY_SHARE * (keys[-1] + 1) / len(tiles))
                 if feedback.isCanceled():
                     raise CancelledError()
-                row, col, rows, cols = tile.read_window(grid.width, grid.height)
-                data, valid = reader.read(row, col, rows, cols)
-                if skip_nodata and valid.mean() < MIN_VALID_FRACTION:
-                    continue
-                yield tile.index, pad_tile(data, tile.padding(grid.width, grid.height))
+        return results
 
-        batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
-        for keys, classification in classify_in_batches(classifier, crops(), batch_size):
-            results[keys] = classification.probabilities
-            feedback.setProgress(CLASSIFY_SHARE * (keys[-1] + 1) / len(tiles))
-            if feedback.isCanceled():
-                raise CancelledError()
-
+    def _write_tiles(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        classifier: Classifier,
+        layer: QgsRasterLayer,
+        tiles: TileGrid,
+        grid: RasterGrid,
+        extent: QgsRectangle,
+        results: np.ndarray,
+    ) -> tuple[str, int]:
+        """The classified tiles as polygons cut to the processing extent; returns OUTPUT's id and
+        the count written."""
         classified = np.flatnonzero(~np.isnan(results[:, 0]))
         fields = self.class_fields(classifier)
         sink, dest_id = self.create_output(
             parameters, context, fields, WKB_POLYGON, layer.crs(), classifier, fields.at(1).name()
         )
-        clip = QgsRectangle(*grid.bounds).intersect(area)
+        clip = QgsRectangle(*grid.bounds).intersect(extent)
         min_probability = self.parameterAsDouble(parameters, self.MIN_PROBABILITY, context)
         for count, index in enumerate(classified):
             feature = QgsFeature(fields)
@@ -183,9 +164,40 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
             feedback.setProgress(CLASSIFY_SHARE + (100 - CLASSIFY_SHARE) * (count + 1) / len(classified))
         del sink  # closes (commits) the file, so that it can be checked
         self.check_written_layer(dest_id, len(classified), self.OUTPUT)
-        skipped = len(tiles) - len(classified)
-        feedback.pushInfo(f"Tiles: {len(classified)} classified, {skipped} skipped (mostly nodata).")
-        if not len(classified):
+        return dest_id, len(classified)
+
+    def compute(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        layer = self.raster_layer(parameters, self.INPUT, context)
+        tiling = self.TILING.read(self, parameters, context, layer)
+        classifier, bands = self.load_classifier(
+            parameters, context, feedback, layer, tiling.tile_size, tiling.resample
+        )
+        grid, resampled = tiling.grid(layer, classifier.spec)
+        stride = self.optional_int(parameters, self.STRIDE, context) or classifier.tile_size
+        tiles = TileGrid(grid.width, grid.height, classifier.tile_size, stride)
+        feedback.pushInfo(
+            f"Grid: {grid.width} x {grid.height} px of {grid.pixel_width:g} map units"
+            f"{' (resampled to the model resolution)' if resampled else ''}; {len(tiles)} tiles "
+            f"({tiles.columns} x {tiles.rows}), stride {stride} px."
+        )
+        source = layer.dataProvider().clone()
+        results = self._classify_tiles(
+            parameters,
+            context,
+            feedback,
+            classifier,
+            lambda: ProviderWindowReader(source, grid, bands),
+            tiles,
+            grid,
+        )
+        dest_id, classified = self._write_tiles(
+            parameters, context, feedback, classifier, layer, tiles, grid, tiling.extent_on(layer), results
+        )
+        skipped = len(tiles) - classified
+        feedback.pushInfo(f"Tiles: {classified} classified, {skipped} skipped (mostly nodata).")
+        if not classified:
             feedback.pushWarning(
                 f"No tile of raster '{layer.name()}' holds enough data to classify: the output is "
                 "empty. Check the raster's nodata value and the processing extent, or switch off "
@@ -194,6 +206,6 @@ class ClassifyTilesAlgorithm(ClassifyAlgorithm):
         return {
             self.OUTPUT: dest_id,
             self.EXECUTION_PROVIDER: classifier.backend.provider,
-            self.TILES: len(classified),
+            self.TILES: classified,
             self.SKIPPED: skipped,
         }

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from osgeo import gdal
@@ -24,20 +22,30 @@ from qgis.core import (
 
 from ..core.errors import RsdlError
 from ..core.files.atomic_output import AtomicOutputs, atomic_file
-from ..core.labels.class_matching import ClassMatching, match_classes
-from ..core.metrics.confusion import ConfusionMatrix
+from ..core.labels.class_matching import ClassMatching, match_classes, reference_class_names
+from ..core.metrics.confusion import ConfusionMatrix, PairCounts
 from ..core.reports.confusion_chart import confusion_figure
 from ..core.reports.evaluation_report import metrics_csv, metrics_html
 from ..core.reports.figures import figure_png, save_png
 from ..qgis_io.class_pairs import count_class_pairs
 from ..qgis_io.compat import SOURCE_VECTOR_ANY_GEOMETRY
-from ..qgis_io.gdal_calls import check_gdal, raise_if_cancelled
-from ..qgis_io.mask_description import UNSIGNED_GDAL_TYPES, MaskDescription, class_names, describe_mask
-from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal, require_same_grid
+from ..qgis_io.gdal_calls import raise_if_cancelled
+from ..qgis_io.label_source import LabelMask, LabelSource, label_mask
+from ..qgis_io.mask_description import UNSIGNED_GDAL_TYPES, MaskDescription, class_names
+from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal
 from .base_algorithm import RsdlAlgorithm
 from .label_parameters import LabelParameters
 
 MATCHING_OPTIONS = ("By name where both rasters name their classes, else by value", "By value")
+ONE_REFERENCE = (
+    "Give the reference labels either as a label mask (REFERENCE) or as vector layers "
+    "(LABELS), exactly one of the two."
+)
+GRID_HINT = (
+    "Rasterize the labels onto the class raster's grid (rsdl:rasterizelabels with it "
+    "as REFERENCE), give them as vector LABELS, or warp the mask onto that grid with "
+    "nearest-neighbour resampling (Raster > Projections > Warp) first."
+)
 
 
 def _check_class_raster(dataset: gdal.Dataset, layer: QgsRasterLayer) -> None:
@@ -57,11 +65,93 @@ def _check_class_raster(dataset: gdal.Dataset, layer: QgsRasterLayer) -> None:
         )
 
 
-def _reference_names(description: MaskDescription) -> dict[int, str]:
-    names = {c.value: c.name for c in description.classes}
-    if not description.values.unlabelled_is_ignore:
-        names.setdefault(description.values.background_value, "background")
+def _prediction_names(prediction: gdal.Dataset) -> dict[int, str]:
+    """The class raster's class names, less its nodata value."""
+    names = class_names(prediction)
+    nodata = prediction.GetRasterBand(1).GetNoDataValue()
+    if nodata is not None:
+        names.pop(int(nodata), None)
     return names
+
+
+def _no_shared_class(source: LabelSource, reference: dict[int, str], prediction: dict[int, str]) -> RsdlError:
+    """The error for reference and predicted classes that share no name, naming the way out."""
+
+    def listed(names: dict[int, str]) -> str:
+        return ", ".join(f"'{name}' ({value})" for value, name in sorted(names.items()))
+
+    if source.mask is not None:
+        fix = (
+            "rasterize the labels again (rsdl:rasterizelabels) with FIELD holding class names, or "
+            "NAME_FIELD naming each class value, as the model names them"
+        )
+    else:
+        fix = (
+            "give FIELD (a field of class names) or NAME_FIELD (a field naming each class value) "
+            "so that the labels name their classes as the model does, or rename the label layers "
+            "after the model's classes"
+        )
+    return RsdlError(
+        f"No reference class is named like a class of the class raster: the reference has "
+        f"{listed(reference)}, the class raster {listed(prediction)}. Scored by name, every "
+        f"labelled pixel would count as an error. To fix it, {fix} (make demo: LABEL_FIELD, "
+        "LABEL_NAME_FIELD); or, when the values already mean the same classes, set CLASS_MATCHING "
+        "to 1 (by value)."
+    )
+
+
+def _match(
+    mask: LabelMask,
+    source: LabelSource,
+    prediction: dict[int, str],
+    values: set[int],
+    by_value: bool,
+    feedback: QgsProcessingFeedback,
+) -> ClassMatching:
+    """Which reference class is which predicted class (CLASS_MATCHING), logged."""
+    reference = reference_class_names(mask.description.classes, mask.description.values)
+    if by_value:
+        return ClassMatching(names={**reference, **prediction})
+    matching = match_classes(reference, prediction, values, reference_unnamed=mask.names_from_layers)
+    if matching.no_shared_foreground:
+        raise _no_shared_class(source, reference, prediction)
+    if matching.single_class is not None:
+        label_name, predicted_name = matching.single_class
+        feedback.pushInfo(
+            f"The labels' only class '{label_name}' is named after its layer, not by a field; it is "
+            f"scored as the class raster's only class '{predicted_name}'. Give FIELD or NAME_FIELD "
+            "to name the reference classes yourself."
+        )
+    if not matching.by_name:
+        if reference and prediction:
+            feedback.pushWarning(
+                "The reference and the class raster share no class name; classes are matched "
+                "by value. Check that the values mean the same classes."
+            )
+        return matching
+    for old, new in sorted(matching.reference_values.items()):
+        feedback.pushInfo(
+            f"Reference class '{reference.get(old, old)}' ({old}) is scored as value {new} "
+            f"('{matching.names.get(new, new)}')."
+        )
+    if matching.unmatched_reference:
+        feedback.pushWarning(
+            "Reference classes the class raster does not name (every pixel of theirs counts as "
+            f"an error): {', '.join(matching.unmatched_reference)}."
+        )
+    return matching
+
+
+def _score(
+    counts: PairCounts, matching: ClassMatching, prediction: dict[int, str], description: MaskDescription
+) -> tuple[ConfusionMatrix, dict[str, Any]]:
+    """The confusion matrix of the matched classes and its metrics."""
+    reference = reference_class_names(description.classes, description.values)
+    known_values = set(prediction) | {matching.reference_values.get(v, v) for v in reference}
+    matrix = ConfusionMatrix.from_counts(counts.relabelled(matching.reference_values), known_values)
+    metrics = matrix.as_dict(matching.names)
+    metrics["class_matching"] = "by name" if matching.by_name else "by value"
+    return matrix, metrics
 
 
 class EvaluateAlgorithm(RsdlAlgorithm):
@@ -124,11 +214,7 @@ class EvaluateAlgorithm(RsdlAlgorithm):
             "of 'Rasterize labels to a class mask'). For sparse samples set UNLABELLED to "
             "'Ignore', so that unlabelled area is not scored as background.",
         )
-        LabelParameters.add_class_parameters(self)
-        LabelParameters.add_all_touched_parameter(self)
-        LabelParameters.add_value_parameters(self)
-        LabelParameters.add_overlap_parameter(self)
-        LabelParameters.add_buffer_parameters(self)
+        LabelParameters.declare(self)
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.CLASS_MATCHING,
@@ -179,50 +265,6 @@ class EvaluateAlgorithm(RsdlAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.MEAN_F1, self.tr("Mean F1")))
         self.addOutput(QgsProcessingOutputString(self.METRICS, self.tr("All metrics (JSON)")))
 
-    # -- inputs -----------------------------------------------------------------------------
-
-    def _mask_description(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, dataset: gdal.Dataset, name: str
-    ) -> MaskDescription:
-        return describe_mask(
-            dataset,
-            name,
-            background_value=self.parameterAsInt(parameters, LabelParameters.BACKGROUND_VALUE, context),
-            ignore_value=self.parameterAsInt(parameters, LabelParameters.IGNORE_VALUE, context),
-            unlabelled_is_ignore=self.parameterAsEnum(parameters, LabelParameters.UNLABELLED, context) == 1,
-        )
-
-    def _matching(
-        self,
-        parameters: dict[str, Any],
-        context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-        reference: dict[int, str],
-        prediction: dict[int, str],
-        values: set[int],
-    ) -> ClassMatching:
-        if self.parameterAsEnum(parameters, self.CLASS_MATCHING, context) == 1:
-            return ClassMatching(names={**reference, **prediction})
-        matching = match_classes(reference, prediction, values)
-        if not matching.by_name:
-            if reference and prediction:
-                feedback.pushWarning(
-                    "The reference and the class raster share no class name; classes are matched "
-                    "by value. Check that the values mean the same classes."
-                )
-            return matching
-        for old, new in sorted(matching.reference_values.items()):
-            feedback.pushInfo(
-                f"Reference class '{reference.get(old, old)}' ({old}) is scored as value {new} "
-                f"('{matching.names.get(new, new)}')."
-            )
-        if matching.unmatched_reference:
-            feedback.pushWarning(
-                "Reference classes the class raster does not name (every pixel of theirs counts as "
-                f"an error): {', '.join(matching.unmatched_reference)}."
-            )
-        return matching
-
     # -- run --------------------------------------------------------------------------------
 
     def compute(
@@ -231,74 +273,41 @@ class EvaluateAlgorithm(RsdlAlgorithm):
         prediction_layer = self.parameterAsRasterLayer(parameters, self.PREDICTION, context)
         if prediction_layer is None or not prediction_layer.isValid():
             raise RsdlError("PREDICTION: choose the class raster to evaluate.")
-        reference_layer = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
-        has_labels = bool(self.parameterAsLayerList(parameters, self.LABELS, context))
-        if (reference_layer is None) == (not has_labels):
-            raise RsdlError(
-                "Give the reference labels either as a label mask (REFERENCE) or as vector layers "
-                "(LABELS), exactly one of the two."
-            )
+        source = LabelParameters.read_source(
+            self, parameters, context, self.REFERENCE, self.LABELS, ONE_REFERENCE, ONE_REFERENCE
+        )
         grid = grid_from_raster_layer(prediction_layer)
         prediction = open_gdal(prediction_layer)
         _check_class_raster(prediction, prediction_layer)
-        labels = LabelParameters.read(self, parameters, context, self.LABELS) if has_labels else None
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         csv_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context)
         png_path = self.parameterAsFileOutput(parameters, self.CONFUSION_PNG, context)
+        by_value = self.parameterAsEnum(parameters, self.CLASS_MATCHING, context) == 1
 
-        steps = QgsProcessingMultiStepFeedback(2 if labels is not None else 1, feedback)
+        steps = QgsProcessingMultiStepFeedback(source.step_count, feedback)
         work_parent = QgsProcessingUtils.tempFolder()
-        with tempfile.TemporaryDirectory(prefix="rsdl-evaluate-", dir=work_parent) as work:
-            if reference_layer is not None:
-                require_same_grid(
-                    prediction_layer,
-                    reference_layer,
-                    "Rasterize the labels onto the class raster's grid (rsdl:rasterizelabels with it "
-                    "as REFERENCE), give them as vector LABELS, or warp the mask onto that grid with "
-                    "nearest-neighbour resampling (Raster > Projections > Warp) first.",
-                )
-                reference = open_gdal(reference_layer)
-                description = self._mask_description(parameters, context, reference, reference_layer.name())
-                reference_text = reference_layer.source()
-            else:
-                all_touched = self.parameterAsBoolean(parameters, LabelParameters.ALL_TOUCHED, context)
-                burned = labels.burn(grid, None, str(Path(work) / "labels.tif"), all_touched, context, steps)
-                steps.setCurrentStep(1)
-                reference = gdal.Open(burned.path, gdal.GA_ReadOnly)
-                check_gdal(reference is not None, f"Opening the temporary label mask '{burned.path}'")
-                description = MaskDescription(burned.classes, burned.values)
-                reference_text = "vector labels: " + ", ".join(layer.name() for layer in labels.layers)
-            try:
-                counts = count_class_pairs(prediction, reference, description.values.ignore_value, steps)
-            finally:
-                reference = None  # closes the temporary mask before its folder goes
-
+        transform = context.transformContext()
+        with label_mask(
+            source, prediction_layer, grid, None, work_parent, transform, steps, GRID_HINT
+        ) as mask:
+            counts = count_class_pairs(prediction, mask.dataset, mask.description.values.ignore_value, steps)
         if not counts.counts:
             raise RsdlError(
                 f"No pixel to evaluate: all {counts.excluded:,} pixels of '{prediction_layer.name()}' "
                 "are nodata in it, or ignore/nodata in the reference. Check that the labels cover "
                 "the class raster, and the IGNORE_VALUE and UNLABELLED settings."
             )
-        prediction_names = class_names(prediction)
-        nodata = prediction.GetRasterBand(1).GetNoDataValue()
-        if nodata is not None:
-            prediction_names.pop(int(nodata), None)
-        reference_names = _reference_names(description)
-        matching = self._matching(
-            parameters, context, feedback, reference_names, prediction_names, counts.values()
-        )
-        known_values = set(prediction_names) | {matching.reference_values.get(v, v) for v in reference_names}
-        matrix = ConfusionMatrix.from_counts(counts.relabelled(matching.reference_values), known_values)
-        metrics = matrix.as_dict(matching.names)
-        metrics["class_matching"] = "by name" if matching.by_name else "by value"
+        prediction_names = _prediction_names(prediction)
+        matching = _match(mask, source, prediction_names, counts.values(), by_value, feedback)
+        matrix, metrics = _score(counts, matching, prediction_names, mask.description)
         self._log(metrics, feedback)
         raise_if_cancelled(feedback)
 
         inputs = [
             ("Class raster (prediction)", prediction_layer.source()),
-            ("Reference", reference_text),
+            ("Reference", source.describe()),
             ("Classes matched", metrics["class_matching"]),
-            ("Reference ignore value", str(description.values.ignore_value)),
+            ("Reference ignore value", str(mask.description.values.ignore_value)),
         ]
         self._write_outputs(metrics, matrix, inputs, html_path, csv_path, png_path, feedback)
         return {

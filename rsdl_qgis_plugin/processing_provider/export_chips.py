@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,8 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from ..core import chip_dataset, chips
+from ..core.datasets import chip_folder as chip_dataset
+from ..core.datasets import chips
 from ..core.datasets.chip_folder import (
     BACKGROUND_NAME,
     DATASET_FILE,
@@ -67,14 +67,17 @@ from ..core.raster.grid import RasterGrid
 from ..qgis_io.chip_index import write_chip_index
 from ..qgis_io.chip_writer import ChipFileWriter, Strip, StripReader
 from ..qgis_io.compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_ANY_GEOMETRY, SOURCE_VECTOR_POLYGON
-from ..qgis_io.gdal_calls import check_gdal, raise_if_cancelled
-from ..qgis_io.mask_description import MaskDescription, describe_mask
-from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal, require_same_grid
+from ..qgis_io.gdal_calls import raise_if_cancelled
+from ..qgis_io.label_source import LabelSource, label_mask
+from ..qgis_io.mask_description import MaskDescription
+from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal
 from .base_algorithm import RsdlAlgorithm
 from .label_parameters import LabelParameters
 from .reports import class_table, log_class_table
 
-LABELS_WORK_FOLDER = ".labels-mask"  # inside the temporary output folder; removed before the rename
+GRID_HINT = (
+    "Rasterize the labels with the image as REFERENCE (rsdl:rasterizelabels), or give them as vector LABELS."
+)
 
 
 class _ChipCutter:
@@ -170,6 +173,33 @@ def _all_classes(description: MaskDescription, tally: ChipTally, background: int
     return sorted(description.classes + extra, key=lambda c: c.value)
 
 
+def _refuse_no_chips(tally: ChipTally, image_layer: QgsRasterLayer) -> None:
+    if tally.total_written == 0:
+        raise RsdlError(
+            f"No chip was written from image '{image_layer.name()}': "
+            f"{json.dumps(tally.counts())}. Check that the image holds data (not only "
+            "nodata), that the labels cover it and that CHIP_SIZE, KEEP_EMPTY and MIN_COVER "
+            "leave chips to keep."
+        )
+
+
+def _warn_empty_splits(tally: ChipTally, settings: SplitSettings, feedback: QgsProcessingFeedback) -> None:
+    for split, fraction in ((Split.VAL, settings.val_fraction), (Split.TEST, settings.test_fraction)):
+        if fraction > 0 and not tally.written.get(split):
+            feedback.pushWarning(
+                f"No chip went to '{split.value}' although its fraction is {fraction:g}: its "
+                "blocks hold only skipped chips. Try another SEED or a smaller SPLIT_BLOCK."
+            )
+
+
+def _labels_summary(source: LabelSource, writer: ChipFileWriter) -> dict[str, Any]:
+    return {
+        "mask": source.mask.source() if source.mask is not None else None,
+        "layers": [layer.source() for layer in source.layers],
+        "dtype": _dtype_name(writer.mask_type),
+    }
+
+
 def _image_summary(layer: QgsRasterLayer, dataset: gdal.Dataset, grid: RasterGrid) -> dict[str, Any]:
     bands = [dataset.GetRasterBand(i) for i in range(1, dataset.RasterCount + 1)]
     return {
@@ -248,11 +278,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             "class, value, overlap and buffer parameters below (the rules of 'Rasterize labels "
             "to a class mask') into a temporary mask that is deleted afterwards.",
         )
-        LabelParameters.add_class_parameters(self)
-        LabelParameters.add_all_touched_parameter(self)
-        LabelParameters.add_value_parameters(self)
-        LabelParameters.add_overlap_parameter(self)
-        LabelParameters.add_buffer_parameters(self)
+        LabelParameters.declare(self)
         self.add_parameter(
             QgsProcessingParameterNumber(
                 self.CHIP_SIZE,
@@ -373,104 +399,54 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
         )
         return plan, split, rules
 
-    def _mask_from_raster(
-        self,
-        parameters: dict[str, Any],
-        context: QgsProcessingContext,
-        image: QgsRasterLayer,
-        mask: QgsRasterLayer,
-    ) -> tuple[gdal.Dataset, MaskDescription]:
-        require_same_grid(
-            image,
-            mask,
-            "Rasterize the labels with the image as REFERENCE (rsdl:rasterizelabels), or give "
-            "them as vector LABELS.",
-        )
-        dataset = open_gdal(mask)
-        description = describe_mask(
-            dataset,
-            mask.name(),
-            background_value=self.parameterAsInt(parameters, LabelParameters.BACKGROUND_VALUE, context),
-            ignore_value=self.parameterAsInt(parameters, LabelParameters.IGNORE_VALUE, context),
-            unlabelled_is_ignore=self.parameterAsEnum(parameters, LabelParameters.UNLABELLED, context) == 1,
-        )
-        return dataset, description
-
     def compute(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         image_layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if image_layer is None:
             raise RsdlError("INPUT: choose the image raster to cut into chips.")
-        mask_layer = self.parameterAsRasterLayer(parameters, self.MASK, context)
-        has_labels = bool(self.parameterAsLayerList(parameters, self.LABELS, context))
-        if mask_layer is None and not has_labels:
-            raise RsdlError("Give the labels: a label mask raster (MASK) or vector label layers (LABELS).")
-        if mask_layer is not None and has_labels:
-            raise RsdlError(
-                "Give either a label mask raster (MASK) or vector label layers (LABELS), not both."
-            )
-
+        source = LabelParameters.read_source(
+            self,
+            parameters,
+            context,
+            self.MASK,
+            self.LABELS,
+            missing="Give the labels: a label mask raster (MASK) or vector label layers (LABELS).",
+            both="Give either a label mask raster (MASK) or vector label layers (LABELS), not both.",
+        )
         grid = grid_from_raster_layer(image_layer)
         image = open_gdal(image_layer)
         plan, split_settings, rules = self._settings(parameters, context, grid)
         block_split = BlockSplit(grid.width, grid.height, plan.size, split_settings)
-        labels = LabelParameters.read(self, parameters, context, self.LABELS) if has_labels else None
-        mask, description = (None, None)
-        if mask_layer is not None:
-            mask, description = self._mask_from_raster(parameters, context, image_layer, mask_layer)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         feedback.pushInfo(
             f"{len(plan)} chips of {plan.size} px every {plan.stride} px on a {grid.width} x {grid.height} "
             f"image; split blocks of {split_settings.block_size} px: {block_split.block_counts()}."
         )
 
-        steps = QgsProcessingMultiStepFeedback(2 if labels is not None else 1, feedback)
+        steps = QgsProcessingMultiStepFeedback(source.step_count, feedback)
+        transform = context.transformContext()
         with atomic_folder(output) as folder:
-            work = folder / LABELS_WORK_FOLDER
-            if labels is not None:
-                work.mkdir()
-                all_touched = self.parameterAsBoolean(parameters, LabelParameters.ALL_TOUCHED, context)
-                burned = labels.burn(grid, image, str(work / "labels.tif"), all_touched, context, steps)
-                steps.setCurrentStep(1)
-                mask = gdal.Open(burned.path, gdal.GA_ReadOnly)
-                check_gdal(mask is not None, f"Opening the temporary label mask '{burned.path}'", feedback)
-                description = MaskDescription(burned.classes, burned.values)
-            values = description.values
-            rules = dataclasses.replace(
-                rules, background_value=None if values.unlabelled_is_ignore else values.background_value
-            )
-            writer = ChipFileWriter(image, mask, grid, values.ignore_value)
-            cutter = _ChipCutter(folder, rules, description, writer)
-            try:
-                _cut_all(plan, block_split, StripReader(image, mask, plan.size), cutter, steps)
-            finally:
-                mask = None  # close the temporary mask before deleting it, on failure too
-            shutil.rmtree(work, ignore_errors=True)
+            # The temporary mask lives in the temporary output folder: gone with it on failure.
+            with label_mask(source, image_layer, grid, image, folder, transform, steps, GRID_HINT) as mask:
+                values = mask.description.values
+                rules = dataclasses.replace(
+                    rules, background_value=None if values.unlabelled_is_ignore else values.background_value
+                )
+                writer = ChipFileWriter(image, mask.dataset, grid, values.ignore_value)
+                cutter = _ChipCutter(folder, rules, mask.description, writer)
+                _cut_all(plan, block_split, StripReader(image, mask.dataset, plan.size), cutter, steps)
+            description = mask.description
 
             tally = cutter.tally
-            if tally.total_written == 0:
-                raise RsdlError(
-                    f"No chip was written from image '{image_layer.name()}': "
-                    f"{json.dumps(tally.counts())}. Check that the image holds data (not only "
-                    "nodata), that the labels cover it and that CHIP_SIZE, KEEP_EMPTY and MIN_COVER "
-                    "leave chips to keep."
-                )
+            _refuse_no_chips(tally, image_layer)
             classes = _all_classes(description, tally, rules.background_value)
             pixel_values = sorted({c.value for c in classes} | set(cutter.names))
             write_chip_index(
                 folder / INDEX_FILE, cutter.records, grid, writer.projection, pixel_values, feedback
             )
             statistics = self._report(classes, tally, description, feedback)
-            for split, fraction in (
-                (Split.VAL, split_settings.val_fraction),
-                (Split.TEST, split_settings.test_fraction),
-            ):
-                if fraction > 0 and not tally.written.get(split):
-                    feedback.pushWarning(
-                        f"No chip went to '{split.value}' although its fraction is {fraction:g}: its "
-                        "blocks hold only skipped chips. Try another SEED or a smaller SPLIT_BLOCK."
-                    )
+            _warn_empty_splits(tally, split_settings, feedback)
             document = dataset_document(
                 rules=rules,
                 chip_size=plan.size,
@@ -478,11 +454,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
                 split=split_settings,
                 block_counts=block_split.block_counts(),
                 image=_image_summary(image_layer, image, grid),
-                labels={
-                    "mask": mask_layer.source() if mask_layer is not None else None,
-                    "layers": [layer.source() for layer in labels.layers] if labels is not None else [],
-                    "dtype": _dtype_name(writer.mask_type),
-                },
+                labels=_labels_summary(source, writer),
                 classes=classes,
                 values=values,
                 folders=cutter.folders,

@@ -1,19 +1,18 @@
-"""The label-rule parameters shared by rasterizelabels and exportchips, and burning a mask with them.
+"""The label-rule parameters of rsdl:rasterizelabels, rsdl:evaluate and rsdl:exportchips.
 
-Both algorithms must turn vectors into masks by the same rules, so the parameters are declared,
-read and applied here once.
+All three turn vectors into masks by the same rules, so the parameters are declared once
+(``LabelParameters.declare``) and read back into one ``LabelRules`` (``read_rules``), or with the
+labels themselves into a ``LabelSource`` (``read_source``); burning lives in qgis_io/label_source.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from osgeo import gdal
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
-    QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
@@ -22,39 +21,17 @@ from qgis.core import (
 )
 
 from ..core.errors import RsdlError
-from ..core.files.atomic_output import AtomicOutputs
-from ..core.labels.label_rules import OVERLAP_RULE_DESCRIPTIONS, LabelClass, MaskValues, OverlapRule
-from ..core.metrics.class_statistics import ClassStatistics
-from ..core.raster.grid import RasterGrid
+from ..core.labels.label_rules import OVERLAP_RULE_DESCRIPTIONS, OverlapRule
 from ..qgis_io.compat import NUMBER_DOUBLE, NUMBER_INTEGER
-from ..qgis_io.label_features import BufferSpec, ClassSource, prepare_labels
-from ..qgis_io.mask_writer import BurnOptions, write_label_mask
-from ..qgis_io.styling import write_class_style
+from ..qgis_io.label_features import BufferSpec, ClassSource
+from ..qgis_io.label_source import LabelRules, LabelSource
 
 UNLABELLED_OPTIONS = ("Background value", "Ignore value (sparse samples: unlabelled is unknown)")
 BUFFER_UNIT_OPTIONS = ("Map units of the grid CRS", "Metres")
 
 
-@dataclass(frozen=True)
-class BurnedMask:
-    """A label mask on disk and what burning it found."""
-
-    path: str
-    classes: list[LabelClass]
-    values: MaskValues
-    statistics: ClassStatistics
-    repaired: int
-
-
-@dataclass(frozen=True)
 class LabelParameters:
-    """Label layers and the rules that turn them into a mask."""
-
-    layers: list[QgsVectorLayer]
-    source: ClassSource
-    values: MaskValues
-    overlap: OverlapRule
-    buffer: BufferSpec
+    """Names, declaration and reading of the label-rule parameters."""
 
     FIELD = "FIELD"
     NAME_FIELD = "NAME_FIELD"
@@ -67,6 +44,19 @@ class LabelParameters:
     BUFFER_UNITS = "BUFFER_UNITS"
     BUFFER_FIELD = "BUFFER_FIELD"
     ALL_TOUCHED = "ALL_TOUCHED"
+
+    @classmethod
+    def declare(cls, algorithm: Any, after_class_parameters: Callable[[], None] | None = None) -> None:
+        """Declare every label-rule parameter on ``algorithm`` (an ``RsdlAlgorithm``), in dialog
+        order: class, all-touched, values, overlap, buffer. ``after_class_parameters`` declares
+        the algorithm's own parameters that come between the class parameters and the rest."""
+        cls.add_class_parameters(algorithm)
+        if after_class_parameters is not None:
+            after_class_parameters()
+        cls.add_all_touched_parameter(algorithm)
+        cls.add_value_parameters(algorithm)
+        cls.add_overlap_parameter(algorithm)
+        cls.add_buffer_parameters(algorithm)
 
     @classmethod
     def add_class_parameters(cls, algorithm: Any) -> None:
@@ -185,86 +175,64 @@ class LabelParameters:
         )
 
     @classmethod
-    def read(
-        cls,
-        algorithm: QgsProcessingAlgorithm,
-        parameters: dict[str, Any],
-        context: QgsProcessingContext,
-        layers_parameter: str = "INPUT",
-    ) -> LabelParameters:
-        layers = algorithm.parameterAsLayerList(parameters, layers_parameter, context)
-        vector_layers = [layer for layer in layers if isinstance(layer, QgsVectorLayer)]
-        if len(vector_layers) != len(layers) or not layers:
-            raise RsdlError(f"{layers_parameter}: give one or more vector layers of labels.")
+    def read_rules(
+        cls, algorithm: QgsProcessingAlgorithm, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> LabelRules:
         burn_value = None
         if parameters.get(cls.BURN_VALUE) not in (None, ""):
             burn_value = algorithm.parameterAsInt(parameters, cls.BURN_VALUE, context)
-        return cls(
-            layers=vector_layers,
-            source=ClassSource(
-                burn_value=burn_value,
-                field=algorithm.parameterAsString(parameters, cls.FIELD, context).strip() or None,
-                name_field=algorithm.parameterAsString(parameters, cls.NAME_FIELD, context).strip() or None,
-            ),
-            values=MaskValues(
-                background_value=algorithm.parameterAsInt(parameters, cls.BACKGROUND_VALUE, context),
-                ignore_value=algorithm.parameterAsInt(parameters, cls.IGNORE_VALUE, context),
-                unlabelled_is_ignore=algorithm.parameterAsEnum(parameters, cls.UNLABELLED, context) == 1,
-            ),
+
+        def text(name: str) -> str | None:
+            return algorithm.parameterAsString(parameters, name, context).strip() or None
+
+        return LabelRules(
+            source=ClassSource(burn_value=burn_value, field=text(cls.FIELD), name_field=text(cls.NAME_FIELD)),
+            background_value=algorithm.parameterAsInt(parameters, cls.BACKGROUND_VALUE, context),
+            ignore_value=algorithm.parameterAsInt(parameters, cls.IGNORE_VALUE, context),
+            unlabelled_is_ignore=algorithm.parameterAsEnum(parameters, cls.UNLABELLED, context) == 1,
             overlap=OverlapRule(algorithm.parameterAsEnum(parameters, cls.OVERLAP_RULE, context)),
             buffer=BufferSpec(
                 width=algorithm.parameterAsDouble(parameters, cls.BUFFER_WIDTH, context),
                 in_metres=algorithm.parameterAsEnum(parameters, cls.BUFFER_UNITS, context) == 1,
-                width_field=algorithm.parameterAsString(parameters, cls.BUFFER_FIELD, context).strip()
-                or None,
+                width_field=text(cls.BUFFER_FIELD),
             ),
+            all_touched=algorithm.parameterAsBoolean(parameters, cls.ALL_TOUCHED, context),
         )
 
-    def burn(
-        self,
-        grid: RasterGrid,
-        reference: gdal.Dataset | None,
-        output: str,
-        all_touched: bool,
+    @staticmethod
+    def read_layers(
+        algorithm: QgsProcessingAlgorithm,
+        parameters: dict[str, Any],
         context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-        outputs: AtomicOutputs | None = None,
-    ) -> BurnedMask:
-        """Prepare the labels and write the mask (with its .qml style) at ``output``; with
-        ``outputs`` both are renamed into place when that group commits."""
-        feedback.pushInfo(
-            f"Grid: {grid.width} x {grid.height} pixels of {grid.pixel_width:g} x {grid.pixel_height:g}."
-        )
-        prepared = prepare_labels(
-            self.layers,
-            grid,
-            self.source,
-            self.values,
-            self.overlap,
-            self.buffer,
-            context.transformContext(),
-            feedback,
-        )
-        feedback.pushInfo(
-            f"Labels: {prepared.features_read} features read, {prepared.features_on_grid} on the "
-            f"grid, {prepared.buffered} lines/points buffered."
-        )
-        if prepared.repaired:
-            feedback.pushWarning(f"Repaired {prepared.repaired} invalid geometries (GEOS make-valid).")
-        if prepared.skipped_null:
-            feedback.pushWarning(f"Skipped {prepared.skipped_null} features whose class field is NULL.")
-        if prepared.skipped_empty:
-            feedback.pushWarning(f"Skipped {prepared.skipped_empty} features without geometry.")
-        statistics = write_label_mask(
-            prepared.layer,
-            prepared.classes,
-            grid,
-            self.values,
-            BurnOptions(all_touched=all_touched),
-            output,
-            reference,
-            feedback,
-            outputs,
-        )
-        write_class_style(output, prepared.classes, self.values, outputs)
-        return BurnedMask(output, prepared.classes, self.values, statistics, prepared.repaired)
+        layers_parameter: str,
+    ) -> list[QgsVectorLayer]:
+        layers = algorithm.parameterAsLayerList(parameters, layers_parameter, context)
+        vector_layers = [layer for layer in layers if isinstance(layer, QgsVectorLayer)]
+        if len(vector_layers) != len(layers) or not layers:
+            raise RsdlError(f"{layers_parameter}: give one or more vector layers of labels.")
+        return vector_layers
+
+    @classmethod
+    def read_source(
+        cls,
+        algorithm: QgsProcessingAlgorithm,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        mask_parameter: str,
+        layers_parameter: str,
+        missing: str,
+        both: str,
+    ) -> LabelSource:
+        """The labels given as a mask raster or as vector layers, exactly one of the two (else
+        ``missing`` or ``both`` is the error), with the label rules."""
+        mask = algorithm.parameterAsRasterLayer(parameters, mask_parameter, context)
+        has_layers = bool(algorithm.parameterAsLayerList(parameters, layers_parameter, context))
+        if mask is None and not has_layers:
+            raise RsdlError(missing)
+        if mask is not None and has_layers:
+            raise RsdlError(both)
+        rules = cls.read_rules(algorithm, parameters, context)
+        if mask is not None:
+            return LabelSource(mask, [], rules)
+        _ = rules.values  # refuses a background equal to the ignore value before any work
+        return LabelSource(None, cls.read_layers(algorithm, parameters, context, layers_parameter), rules)

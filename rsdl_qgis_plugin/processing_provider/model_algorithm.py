@@ -18,7 +18,10 @@ from qgis.core import (
 )
 
 from ..core.contract.model_check import check_raster_compatibility
+from ..core.contract.model_spec import ModelType
+from ..core.contract.model_types import refuse_unless_run_by
 from ..core.errors import ModelSpecError, RsdlError
+from ..core.tiling.policy import default_batch_size
 from ..inference.backends import DEVICES, ModelBackend, load_model
 from ..qgis_io.provider_reader import provider_band_count, provider_dtype_name
 from .base_algorithm import RsdlAlgorithm
@@ -36,6 +39,9 @@ class ModelAlgorithm(RsdlAlgorithm):
     DEVICE = "DEVICE"
     THREADS = "THREADS"
     EXECUTION_PROVIDER = "EXECUTION_PROVIDER"
+    # Whether a model declared Segmentor (what a model without metadata reads as) may run here,
+    # its outputs deciding; see core/contract/model_types.py.
+    UNDECLARED_MODEL_TYPE_OK = False
 
     # -- parameters -------------------------------------------------------------------------
 
@@ -58,11 +64,16 @@ class ModelAlgorithm(RsdlAlgorithm):
             "named by the model, else the first bands (1, 2, ... as many as the model takes).",
         )
 
-    def add_run_parameters(self, default_batch: int, unit: str) -> None:
-        """BATCH_SIZE, DEVICE and THREADS, and the EXECUTION_PROVIDER output."""
+    def add_run_parameters(self, model_type: ModelType, unit: str) -> None:
+        """BATCH_SIZE (defaulting to ``model_type``'s), DEVICE and THREADS, and the EXECUTION_PROVIDER
+        output."""
         self.add_parameter(
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, self.tr("Batch size"), defaultValue=default_batch, minValue=1, maxValue=4096
+                self.BATCH_SIZE,
+                self.tr("Batch size"),
+                defaultValue=default_batch_size(model_type),
+                minValue=1,
+                maxValue=4096,
             ),
             f"{unit} per model call. Larger batches are faster on a GPU and need more memory.",
         )
@@ -110,10 +121,14 @@ class ModelAlgorithm(RsdlAlgorithm):
     def load_backend(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> ModelBackend:
-        """The model of MODEL on the chosen device; the log says which provider runs it."""
+        """The model of MODEL on the chosen device, refused unless this algorithm runs its type; the
+        log says which provider runs it."""
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
         backend = load_model(model_path, self.parameterAsInt(parameters, self.THREADS, context), device)
+        refuse_unless_run_by(
+            backend.spec, f"rsdl:{self.name()}", Path(model_path).name, self.UNDECLARED_MODEL_TYPE_OK
+        )
         model_type = backend.spec.model_type.value
         feedback.pushInfo(f"Model: {Path(model_path).name} ({model_type}), running on {backend.provider}.")
         return backend

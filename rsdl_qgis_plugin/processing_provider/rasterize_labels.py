@@ -25,6 +25,7 @@ from ..core.files.atomic_output import AtomicOutputs
 from ..core.raster.grid import RasterGrid
 from ..qgis_io.compat import NUMBER_DOUBLE, SOURCE_VECTOR_ANY_GEOMETRY
 from ..qgis_io.gdal_calls import raise_if_cancelled
+from ..qgis_io.label_source import burn_labels
 from ..qgis_io.raster_grid import grid_from_extent, grid_from_raster_layer, open_gdal
 from .base_algorithm import RsdlAlgorithm
 from .label_parameters import LabelParameters
@@ -60,16 +61,8 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
     CLASS_STATISTICS = "CLASS_STATISTICS"
     REPAIRED_GEOMETRIES = "REPAIRED_GEOMETRIES"
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
-        self.add_parameter(
-            QgsProcessingParameterMultipleLayers(
-                self.INPUT, self.tr("Label layers"), SOURCE_VECTOR_ANY_GEOMETRY
-            ),
-            "One or more vector layers of labels (polygons, lines or points), in any CRS. "
-            "Without FIELD or BURN_VALUE each layer is one class: values 1, 2, ... in the order "
-            "given, named after the layer (e.g. the layers of a multi-layer GeoPackage).",
-        )
-        LabelParameters.add_class_parameters(self)
+    def _add_grid_parameters(self) -> None:
+        """The grid parameters, declared between the class parameters and the other label rules."""
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
                 self.REFERENCE, self.tr("Reference raster (grid)"), optional=True
@@ -98,10 +91,17 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
             ),
             "CRS of the grid when no REFERENCE is given; defaults to the extent's CRS.",
         )
-        LabelParameters.add_all_touched_parameter(self)
-        LabelParameters.add_value_parameters(self)
-        LabelParameters.add_overlap_parameter(self)
-        LabelParameters.add_buffer_parameters(self)
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(
+                self.INPUT, self.tr("Label layers"), SOURCE_VECTOR_ANY_GEOMETRY
+            ),
+            "One or more vector layers of labels (polygons, lines or points), in any CRS. "
+            "Without FIELD or BURN_VALUE each layer is one class: values 1, 2, ... in the order "
+            "given, named after the layer (e.g. the layers of a multi-layer GeoPackage).",
+        )
+        LabelParameters.declare(self, after_class_parameters=self._add_grid_parameters)
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Label mask")),
             "The class mask (GeoTIFF, DEFLATE-compressed), with a colour table, class names and "
@@ -149,15 +149,17 @@ class RasterizeLabelsAlgorithm(RsdlAlgorithm):
     def compute(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
-        labels = LabelParameters.read(self, parameters, context)
+        layers = LabelParameters.read_layers(self, parameters, context, self.INPUT)
+        rules = LabelParameters.read_rules(self, parameters, context)
         grid, reference = self._grid(parameters, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        all_touched = self.parameterAsBoolean(parameters, self.ALL_TOUCHED, context)
         statistics_path = self.parameterAsFileOutput(parameters, self.STATISTICS, context)
         chart_path = self.parameterAsFileOutput(parameters, self.CHART, context)
         # Mask, style, statistics and chart appear together or not at all (a full disk).
         with AtomicOutputs() as outputs:
-            mask = labels.burn(grid, reference, output, all_touched, context, feedback, outputs)
+            mask = burn_labels(
+                layers, rules, grid, reference, output, context.transformContext(), feedback, outputs
+            )
             table = report_class_statistics(
                 mask.classes, mask.statistics, mask.values, feedback, statistics_path, chart_path, outputs
             )

@@ -6,7 +6,7 @@ import contextlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from qgis.core import (
     QgsFeature,
@@ -18,18 +18,17 @@ from qgis.core import (
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
+    QgsRasterLayer,
 )
 
 from ..core.contract.model_spec import ModelSpec, ModelType
+from ..core.contract.model_types import role_of
 from ..core.errors import CancelledError, RsdlError
 from ..core.files.atomic_output import AtomicOutputs
 from ..core.labels.label_rules import LabelClass, MaskValues
@@ -38,8 +37,6 @@ from ..core.tiling.blending import BlendMode
 from ..inference.backends import ModelBackend
 from ..inference.engine import InferenceSettings, TiledInference
 from ..inference.sinks import (
-    DEFAULT_OVERLAP_PERCENT,
-    DEFAULT_TILE_SIZE,
     FLOAT_NODATA,
     SegmentationSink,
     ValueSink,
@@ -57,7 +54,6 @@ from ..qgis_io.compat import (
     WKB_MULTIPOLYGON,
 )
 from ..qgis_io.polygonize import polygonize_classes
-from ..qgis_io.processing_grid import processing_grid
 from ..qgis_io.provider_reader import ProviderWindowReader
 from ..qgis_io.raster_description import RasterDescription, class_raster_description
 from ..qgis_io.raster_writer import GeoTiffRowWriter
@@ -65,6 +61,7 @@ from ..qgis_io.stripe_reader import stripe_reader_factory
 from ..qgis_io.styling import write_class_style
 from .layer_styling import ClassRasterStyler, ClassVectorStyler
 from .model_algorithm import ModelAlgorithm
+from .tiling_parameters import TilingChoice, TilingParameters
 
 MERGE_MODES = (BlendMode.PYRAMID, BlendMode.GAUSSIAN, BlendMode.MEAN, BlendMode.CENTRE_CROP)
 # Styles of predicted class rasters: every value is a model class; nodata is left transparent.
@@ -94,12 +91,8 @@ class SegmentAlgorithm(ModelAlgorithm):
     )
 
     INPUT = "INPUT"
-    TILE_SIZE = "TILE_SIZE"
-    OVERLAP = "OVERLAP"
+    TILING = TilingParameters(overlap=True, area=True)
     MERGE = "MERGE"
-    RESAMPLE = "RESAMPLE"
-    EXTENT = "EXTENT"
-    AREA = "AREA"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
@@ -119,26 +112,7 @@ class SegmentAlgorithm(ModelAlgorithm):
             "A segmentation or regression model: ONNX, or TorchScript with the rsdl spec; "
             "Deepness models run as they are.",
         )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.TILE_SIZE, self.tr("Tile size (pixels)"), optional=True, minValue=8
-            ),
-            "Tile size in pixels. Empty: the model's fixed input size, else its metadata "
-            f"(tile_size), else {DEFAULT_TILE_SIZE}.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.OVERLAP,
-                self.tr("Tile overlap (% of the tile)"),
-                NUMBER_DOUBLE,
-                optional=True,
-                minValue=0.0,
-                maxValue=90.0,
-            ),
-            "How much neighbouring tiles overlap, in percent of the tile size. Empty: the "
-            f"model's metadata (tiles_overlap), else {DEFAULT_OVERLAP_PERCENT:g}%. Overlap "
-            "wider than the model's receptive field removes seams.",
-        )
+        self.TILING.declare(self, ModelType.SEGMENTOR)
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.MERGE,
@@ -150,29 +124,7 @@ class SegmentAlgorithm(ModelAlgorithm):
             "gaussian: a Gaussian window; mean: plain average; centre-crop: each pixel from "
             "the one tile it is most central in (no averaging).",
         )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(
-                self.RESAMPLE, self.tr("Resample to the model's resolution"), defaultValue=True
-            ),
-            "On: when the raster's pixel size differs from the resolution the model was trained "
-            "at, run at the model's resolution (outputs are on that grid). Off: run on the "
-            "raster's own pixels.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
-            "Only process this extent (snapped to the raster's pixels). Empty: the whole layer.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterFeatureSource(
-                self.AREA,
-                self.tr("Process only inside these polygons"),
-                [SOURCE_VECTOR_POLYGON],
-                optional=True,
-            ),
-            "Optional polygon layer: pixels outside its features are nodata in every output and "
-            "tiles entirely outside are skipped.",
-        )
-        self.add_run_parameters(4, "Tiles")
+        self.add_run_parameters(ModelType.SEGMENTOR, "Tiles")
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classes")),
             "Class raster (Byte, 255 = nodata; UInt16 for 255 classes or more), styled with the "
@@ -221,38 +173,6 @@ class SegmentAlgorithm(ModelAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.HEAD_OUTPUTS, self.tr("Outputs of further heads")))
         self.addOutput(QgsProcessingOutputNumber(self.TILES, self.tr("Tiles run")))
 
-    # -- parameters -------------------------------------------------------------------------
-
-    def _tile_size(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, backend: ModelBackend
-    ) -> int:
-        fixed = backend.input_size[0] if backend.input_size[0] == backend.input_size[1] else None
-        asked = parameters.get(self.TILE_SIZE) not in (None, "")
-        size = self.parameterAsInt(parameters, self.TILE_SIZE, context) if asked else None
-        if fixed and size and size != fixed:
-            raise RsdlError(
-                f"The model takes {fixed} x {fixed} pixel tiles; TILE_SIZE {size} cannot be used. "
-                "Leave TILE_SIZE empty."
-            )
-        if backend.input_size[0] and backend.input_size[0] != backend.input_size[1]:
-            raise RsdlError(
-                f"The model '{Path(backend.path).name}' takes non-square {backend.input_size[0]} x "
-                f"{backend.input_size[1]} inputs; only square tiles are supported. Export it with a "
-                "square (or dynamic) input size."
-            )
-        return size or fixed or backend.spec.tile_size or DEFAULT_TILE_SIZE
-
-    def _overlap(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, spec: ModelSpec, tile: int
-    ) -> int:
-        if parameters.get(self.OVERLAP) not in (None, ""):
-            percent = self.parameterAsDouble(parameters, self.OVERLAP, context)
-        elif spec.tiles_overlap_percent is not None:
-            percent = spec.tiles_overlap_percent
-        else:
-            percent = DEFAULT_OVERLAP_PERCENT
-        return min(tile - 1, round(tile * percent / 100.0))
-
     # -- outputs ----------------------------------------------------------------------------
 
     def _open_sinks(
@@ -270,7 +190,7 @@ class SegmentAlgorithm(ModelAlgorithm):
         sinks, files = [], []
         for head, layout in enumerate(engine.heads):
             path = head_path(output, head)
-            if spec.model_type == ModelType.REGRESSOR:
+            if not role_of(spec.model_type).class_scores:
                 writer = GeoTiffRowWriter(
                     path, grid, layout.channels, "float32", RasterDescription(nodata=FLOAT_NODATA), outputs
                 )
@@ -359,30 +279,23 @@ class SegmentAlgorithm(ModelAlgorithm):
 
     # -- run --------------------------------------------------------------------------------
 
-    def compute(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        layer = self.raster_layer(parameters, self.INPUT, context)
-        backend = self.load_backend(parameters, context, feedback)
+    def _engine(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        layer: QgsRasterLayer,
+        backend: ModelBackend,
+        tiling: TilingChoice,
+    ) -> tuple[TiledInference, RasterGrid, tuple[int, ...]]:
+        """The engine over the processing grid, after the raster and model checks."""
         spec = backend.spec
-        if spec.model_type not in (ModelType.SEGMENTOR, ModelType.REGRESSOR):
-            raise RsdlError(
-                f"The model '{Path(backend.path).name}' is a {spec.model_type.value}; rsdl:segment "
-                "runs Segmentor and Regressor models. Use rsdl:classifytiles or rsdl:classifyfeatures "
-                "for classifiers."
-            )
         bands = self.raster_bands(parameters, context, feedback, backend, layer)
-        provider = layer.dataProvider()
-
-        area = None
-        if parameters.get(self.EXTENT) not in (None, ""):
-            area = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-        resample = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
-        grid, resampled = processing_grid(layer, area, spec.resolution_cm, resample)
-        tile = self._tile_size(parameters, context, backend)
+        grid, resampled = tiling.grid(layer, spec)
+        tile = tiling.tile_size_for(backend)
         settings = InferenceSettings(
             tile_size=tile,
-            overlap=self._overlap(parameters, context, spec, tile),
+            overlap=tiling.overlap_for(spec, tile),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             blend_mode=MERGE_MODES[self.parameterAsEnum(parameters, self.MERGE, context)],
         )
@@ -391,35 +304,82 @@ class SegmentAlgorithm(ModelAlgorithm):
             f"{' (resampled to the model resolution)' if resampled else ''}; tiles {tile} px, "
             f"overlap {settings.overlap} px, {settings.blend_mode.value} blending, bands {list(bands)}."
         )
-        engine = TiledInference(backend, spec, bands, settings, grid.width, grid.height)
+        return TiledInference(backend, spec, bands, settings, grid.width, grid.height), grid, bands
 
+    @staticmethod
+    def _reader_factory(
+        layer: QgsRasterLayer,
+        grid: RasterGrid,
+        bands: tuple[int, ...],
+        area_mask: Path | None,
+        feedback: QgsProcessingFeedback,
+    ) -> Callable[[], Any]:
+        """What the engine's reader thread calls for its reader: GDAL stripes for a file at its own
+        pixels, else the QGIS provider; masked by the AREA polygons when given."""
+        source = layer.dataProvider().clone()
+        stripe_reader = stripe_reader_factory(layer, grid, bands)
+        feedback.pushDebugInfo(
+            "Reading: " + ("GDAL, one stripe per tile row." if stripe_reader else "the QGIS provider.")
+        )
+
+        def reader_factory():
+            reader = stripe_reader() if stripe_reader else ProviderWindowReader(source, grid, bands)
+            return MaskedWindowReader(reader, area_mask) if area_mask else reader
+
+        return reader_factory
+
+    def _run_engine(
+        self,
+        engine: TiledInference,
+        sinks: list,
+        reader_factory: Callable[[], Any],
+        progress_share: float,
+        layer: QgsRasterLayer,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, int]:
+        """Stream every tile through the model into the sinks; returns the engine's counts."""
+        counts = engine.run(
+            reader_factory,
+            sinks,
+            progress=lambda fraction: feedback.setProgress(progress_share * fraction),
+            is_cancelled=feedback.isCanceled,
+        )
+        if feedback.isCanceled():  # late cancels too: the writers then discard their files
+            raise CancelledError()
+        feedback.pushInfo(
+            f"Tiles: {counts['run']} run in {counts['batches']} batches, "
+            f"{counts['skipped_nodata']} skipped (no data)."
+        )
+        if counts["run"] == 0:
+            feedback.pushWarning(
+                f"Every tile of raster '{layer.name()}' is nodata (or outside EXTENT/AREA): "
+                "the outputs hold only nodata. Check the raster's nodata value, the "
+                "processing extent and the area polygons."
+            )
+        return counts
+
+    def compute(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        layer = self.raster_layer(parameters, self.INPUT, context)
+        backend = self.load_backend(parameters, context, feedback)
+        spec = backend.spec
+        tiling = self.TILING.read(self, parameters, context, layer)
+        engine, grid, bands = self._engine(parameters, context, feedback, layer, backend, tiling)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
         wants_polygons = parameters.get(self.OUTPUT_POLYGONS) not in (None, "")
-        if wants_polygons and spec.model_type == ModelType.REGRESSOR:
+        if wants_polygons and not role_of(spec.model_type).class_scores:
             raise RsdlError("Class polygons need a segmentation model; this one is a regressor.")
 
         with tempfile.TemporaryDirectory(prefix="rsdl-segment-", dir=QgsProcessingUtils.tempFolder()) as work:
-            mask_path = None
-            area_layer = self.parameterAsVectorLayer(parameters, self.AREA, context)
-            if area_layer is not None:
-                mask_path = write_area_mask(
-                    area_layer, grid, Path(work) / "area.tif", context.transformContext()
-                )
-            source = provider.clone()
-            # A file at its own pixels is read straight from GDAL; anything else through QGIS.
-            stripe_reader = stripe_reader_factory(layer, grid, bands)
-            feedback.pushDebugInfo(
-                "Reading: " + ("GDAL, one stripe per tile row." if stripe_reader else "the QGIS provider.")
-            )
-
-            def reader_factory():
-                reader = stripe_reader() if stripe_reader else ProviderWindowReader(source, grid, bands)
-                return MaskedWindowReader(reader, mask_path) if mask_path else reader
-
+            area_mask = None
+            if tiling.area is not None:
+                area_mask = Path(work) / "area.tif"
+                write_area_mask(tiling.area, grid, area_mask, context.transformContext())
+            reader_factory = self._reader_factory(layer, grid, bands, area_mask, feedback)
             # Polygons need confidences: a temporary raster when none was asked for.
             confidence_path = confidence or (str(Path(work) / "confidence.tif") if wants_polygons else None)
-            progress_share = 90.0 if wants_polygons else 100.0
             # Every raster (all heads, confidence) and its style appear together, and only once
             # each of them is complete: a full disk or a cancel leaves none of them.
             with AtomicOutputs() as outputs:
@@ -427,50 +387,28 @@ class SegmentAlgorithm(ModelAlgorithm):
                     sinks, files = self._open_sinks(
                         stack, engine, spec, grid, output, confidence_path, outputs
                     )
-                    counts = engine.run(
-                        reader_factory,
-                        sinks,
-                        progress=lambda fraction: feedback.setProgress(progress_share * fraction),
-                        is_cancelled=feedback.isCanceled,
-                    )
-                    if feedback.isCanceled():  # late cancels too: the writers then discard their files
-                        raise CancelledError()
-                feedback.pushInfo(
-                    f"Tiles: {counts['run']} run in {counts['batches']} batches, "
-                    f"{counts['skipped_nodata']} skipped (no data)."
-                )
-                if counts["run"] == 0:
-                    feedback.pushWarning(
-                        f"Every tile of raster '{layer.name()}' is nodata (or outside EXTENT/AREA): "
-                        "the outputs hold only nodata. Check the raster's nodata value, the "
-                        "processing extent and the area polygons."
-                    )
+                    share = 90.0 if wants_polygons else 100.0
+                    counts = self._run_engine(engine, sinks, reader_factory, share, layer, feedback)
                 for path, classes in files:
                     if classes is not None:
                         write_class_style(path, classes, PREDICTION_VALUES, outputs)
                 first_classes = files[0][1]
                 polygons = None
                 if wants_polygons:
+                    rasters = str(outputs.temporary(output)), str(outputs.temporary(confidence_path))
                     polygons = self._write_polygons(
-                        parameters,
-                        context,
-                        feedback,
-                        str(outputs.temporary(output)),
-                        str(outputs.temporary(confidence_path)),
-                        first_classes,
-                        layer.crs(),
+                        parameters, context, feedback, *rasters, first_classes, layer.crs()
                     )
-            if first_classes is not None and context.willLoadLayerOnCompletion(output):
-                styler = ClassRasterStyler.create(first_classes, PREDICTION_VALUES)
-                context.layerToLoadOnCompletionDetails(output).setPostProcessor(styler)
-
-            results: dict[str, Any] = {
-                self.OUTPUT: output,
-                self.CONFIDENCE: confidence,
-                self.HEAD_OUTPUTS: json.dumps([path for path, _ in files[1:]]),
-                self.EXECUTION_PROVIDER: backend.provider,
-                self.TILES: counts["run"],
-            }
-            if wants_polygons:
-                results[self.OUTPUT_POLYGONS] = polygons
+        if first_classes is not None and context.willLoadLayerOnCompletion(output):
+            styler = ClassRasterStyler.create(first_classes, PREDICTION_VALUES)
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(styler)
+        results: dict[str, Any] = {
+            self.OUTPUT: output,
+            self.CONFIDENCE: confidence,
+            self.HEAD_OUTPUTS: json.dumps([path for path, _ in files[1:]]),
+            self.EXECUTION_PROVIDER: backend.provider,
+            self.TILES: counts["run"],
+        }
+        if wants_polygons:
+            results[self.OUTPUT_POLYGONS] = polygons
         return results

@@ -32,11 +32,15 @@ _FIELDS = (
 
 
 def footprint(grid: RasterGrid, record: ChipRecord) -> ogr.Geometry:
-    """The chip's bounds as a polygon in the grid's CRS."""
-    x0, dx, _, y0, _, dy = grid.window_geotransform(record.window.col, record.window.row)
-    x1, y1 = x0 + dx * record.window.size, y0 + dy * record.window.size
+    """The chip's bounds as a polygon in the grid's CRS.
+
+    Taken from the chip's own grid (the geotransform its GeoTIFF gets), so the footprint is the
+    chip file's extent as GDAL reports it, to the last bit.
+    """
+    window = record.window
+    xmin, ymin, xmax, ymax = grid.window_grid(window.row, window.col, window.size, window.size).bounds
     ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+    for x, y in ((xmin, ymax), (xmax, ymax), (xmax, ymin), (xmin, ymin), (xmin, ymax)):
         ring.AddPoint_2D(x, y)
     polygon = ogr.Geometry(ogr.wkbPolygon)
     polygon.AddGeometry(ring)

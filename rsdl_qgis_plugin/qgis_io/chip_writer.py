@@ -20,7 +20,7 @@ from qgis.core import QgsFeedback
 from ..core.datasets.chips import ChipWindow
 from ..core.raster.grid import RasterGrid
 from .gdal_calls import check_gdal, checked_read, gdal_errors, no_gdal_failure
-from .raster_nodata import has_nodata, nodata_mask_rows
+from .raster_nodata import has_nodata, nodata_rows
 
 CHIP_CREATION_OPTIONS = ["COMPRESS=DEFLATE"]
 
@@ -31,7 +31,7 @@ class Strip:
 
     row: int
     image: np.ndarray  # (bands, rows, width)
-    nodata: np.ndarray | None  # (rows, width), True where every image band is nodata; None: none
+    nodata: np.ndarray | None  # (rows, width), True where any image band is nodata; None: none
     mask: np.ndarray  # (rows, width)
 
     def image_chip(self, window: ChipWindow) -> np.ndarray:
@@ -70,7 +70,7 @@ class StripReader:
             self.rows,
             feedback=feedback,
         )
-        nodata = nodata_mask_rows(self.image, row, self.rows) if self.image_has_nodata else None
+        nodata = nodata_rows(self.image, row, self.rows, image) if self.image_has_nodata else None
         mask = checked_read(
             f"Reading {rows} of label mask '{self.mask_name}'",
             self.mask_band.ReadAsArray,

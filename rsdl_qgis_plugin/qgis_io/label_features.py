@@ -34,6 +34,7 @@ from ..core.labels.label_rules import (
     check_classes_against_mask_values,
     class_value_from_number,
     make_label_classes,
+    text_class_name,
 )
 from ..core.raster.grid import RasterGrid
 from .compat import DISTANCE_METERS, GEOMETRY_POLYGON, REVERSE_TRANSFORM
@@ -92,8 +93,8 @@ def _is_null(value: object) -> bool:
 
 
 def _is_blank(value: object) -> bool:
-    """NULL, or text that is empty or only spaces: no class (a blank name would be invisible)."""
-    return _is_null(value) or (isinstance(value, str) and not value.strip())
+    """NULL (None or a QVariant's), or blank text: no class (``text_class_name``'s rule)."""
+    return _is_null(value) or text_class_name(value) is None
 
 
 def _check_layer(layer: QgsVectorLayer, source: ClassSource) -> None:
@@ -130,7 +131,7 @@ def _text_class_values(
     names: set[str] = set()
     for layer in layers:
         index = layer.fields().indexOf(source.field)
-        names.update(str(v).strip() for v in layer.uniqueValues(index) if not _is_blank(v))
+        names.update(text_class_name(v) for v in layer.uniqueValues(index) if not _is_blank(v))
     reserved = {values.background_value, values.ignore_value}
     return assign_text_class_values(names, reserved)
 
@@ -259,7 +260,7 @@ def prepare_labels(
                     prepared.skipped_null += 1
                     continue
                 if text_values is not None:
-                    name = str(raw).strip()
+                    name = text_class_name(raw)
                     value = text_values[name]
                 else:
                     value = class_value_from_number(raw, source.field, layer.name())

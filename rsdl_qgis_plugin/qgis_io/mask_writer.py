@@ -26,7 +26,7 @@ from ..core.raster.grid import RasterGrid
 from .gdal_calls import check_gdal, checked_read, no_gdal_failure, progress_callback, raise_if_cancelled
 from .label_features import BURN_FIELD
 from .raster_description import class_raster_description
-from .raster_nodata import has_nodata, nodata_mask_rows
+from .raster_nodata import has_nodata, nodata_rows
 from .raster_writer import GeoTiffRowWriter
 
 ROWS_PER_PASS = 512
@@ -80,7 +80,7 @@ def _write_final_rows(
             f"Reading back {name}", band.ReadAsArray, 0, row, dataset.RasterXSize, rows, feedback=feedback
         )
         if use_reference:
-            block[nodata_mask_rows(reference, row, rows)] = values.ignore_value
+            block[nodata_rows(reference, row, rows)] = values.ignore_value
         statistics.add_block(block)
         writer.write_rows(row, block)
         if feedback is not None:

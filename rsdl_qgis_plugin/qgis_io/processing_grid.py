@@ -71,7 +71,7 @@ def _window_of(grid: RasterGrid, area: QgsRectangle) -> RasterGrid:
     row1 = min(grid.height, math.ceil(round((area.yMinimum() - y0) / dy, 6)))
     if col1 <= col0 or row1 <= row0:
         raise GridError("The processing extent does not overlap the raster; choose an extent inside it.")
-    return RasterGrid(col1 - col0, row1 - row0, grid.window_geotransform(col0, row0), grid.crs_wkt)
+    return grid.window_grid(row0, col0, row1 - row0, col1 - col0)
 
 
 def processing_grid(

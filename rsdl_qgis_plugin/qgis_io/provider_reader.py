@@ -4,7 +4,7 @@ Going through the provider (not GDAL directly) lets every layer QGIS can show be
 files, VRTs, WMS/XYZ basemaps. The provider resamples when the processing grid differs from
 the raster's own. Providers are not thread-safe: each reader owns a clone used on one thread.
 Raster files at their own pixels have a faster path with the same result (stripe_reader.py);
-the nodata rules both follow are here (``valid_pixels``, ``zero_non_finite``).
+both apply the nodata rule of core/raster/nodata.py to the model's bands and the alpha band.
 
 Tiled web maps (XYZ, WMTS) are read finer than the grid and reduced here. QGIS draws each tile
 into the requested image, and from QGIS 3.44 (qgis/QGIS#61591, against hairline gaps between
@@ -23,6 +23,7 @@ from qgis.core import QgsRasterDataProvider, QgsRectangle
 
 from ..core.errors import RsdlError
 from ..core.raster.grid import RasterGrid
+from ..core.raster.nodata import valid_pixels, zero_non_finite
 from .compat import (
     ALPHA_BAND,
     DATA_TYPE_ARGB32,
@@ -51,27 +52,6 @@ _ARGB_SHIFTS = {1: 16, 2: 8, 3: 0}  # red, green, blue in an ARGB pixel
 
 MAX_SUPERSAMPLING = 16  # read a tiled web map at most this many times finer than the grid
 MAX_BLOCK_PIXELS = 1 << 22  # a finer read is split into strips of at most this many pixels
-
-
-def valid_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Where ``values`` carry data: not the nodata value (None: none) and finite."""
-    valid = np.ones(values.shape, dtype=bool)
-    if nodata is not None:
-        valid &= ~np.isnan(values) if np.isnan(nodata) else values != nodata
-    if values.dtype.kind == "f":
-        valid &= np.isfinite(values)
-    return valid
-
-
-def zero_non_finite(data: np.ndarray) -> np.ndarray:
-    """Set NaN and infinities to 0, in place (float data; integers pass unchanged).
-
-    NaN nodata must not reach the model: a convolution would spread it over valid pixels
-    (a nodata halo) and a classifier's pooling over the whole crop.
-    """
-    if data.dtype.kind == "f":
-        np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    return data
 
 
 def provider_band_count(provider: QgsRasterDataProvider) -> int:
@@ -116,10 +96,10 @@ class ProviderWindowReader:
         self.tile_resolutions = sorted(provider.nativeResolutions()) if tiled else []
 
     def _extent(self, row: int, col: int, rows: int, cols: int) -> QgsRectangle:
-        x0, dx, _, y0, _, dy = self.grid.geotransform
-        return QgsRectangle(x0 + col * dx, y0 + (row + rows) * dy, x0 + (col + cols) * dx, y0 + row * dy)
+        return QgsRectangle(*self.grid.window_bounds(row, col, rows, cols))
 
-    def _band(self, band: int, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    def _band(self, band: int, extent: QgsRectangle, rows: int, cols: int) -> tuple[np.ndarray, float | None]:
+        """The band's values in its own type and its nodata value (None: none)."""
         block = self.provider.block(band, extent, cols, rows)
         if not block.isValid():
             raise RsdlError(
@@ -130,7 +110,7 @@ class ProviderWindowReader:
         if data_type not in NUMPY_TYPES:
             raise RsdlError(f"Raster band {band} has an unsupported data type ({data_type}).")
         values = np.frombuffer(bytes(block.data()), dtype=NUMPY_TYPES[data_type]).reshape(rows, cols)
-        return values, valid_pixels(values, block.noDataValue() if block.hasNoDataValue() else None)
+        return values, block.noDataValue() if block.hasNoDataValue() else None
 
     def supersampling(self, extent: QgsRectangle, rows: int, cols: int) -> int:
         """How many times finer than ``cols`` x ``rows`` a tiled web map is read (1: not tiled).
@@ -202,13 +182,14 @@ class ProviderWindowReader:
         if self.argb:
             return self._argb(extent, rows, cols)
         data = np.empty((len(self.bands), rows, cols), dtype=np.float32)
-        # A pixel is nodata when any band the model reads is nodata.
-        valid = np.ones((rows, cols), dtype=bool)
+        bands, nodata = [], []
         for index, band in enumerate(self.bands):
-            values, band_valid = self._band(band, extent, rows, cols)
+            values, value = self._band(band, extent, rows, cols)
             data[index] = values
-            valid &= band_valid
-        if self.alpha is not None:
-            alpha, _ = self._band(self.alpha, extent, rows, cols)
-            valid &= alpha > 0
+            bands.append(values)
+            nodata.append(value)
+        # The alpha band is every band's mask (QGIS shows a GDAL mask band as one too); the rule
+        # ORs the bands, so giving it to the first one is enough.
+        alpha = None if self.alpha is None else self._band(self.alpha, extent, rows, cols)[0]
+        valid = valid_pixels(bands, nodata, None if alpha is None else [alpha, *[None] * (len(bands) - 1)])
         return zero_non_finite(data), valid

@@ -4,8 +4,8 @@ The provider reader makes one provider call per band per tile and converts every
 float32 on the reading thread, which competes with the model for the CPUs. For a raster file
 that the grid covers at its own pixels, the same pixels come from one GDAL read per tile row
 (all bands at once, in the raster's own type, e.g. uint8); tiles are views into that stripe and
-the engine converts them to float32 once per batch. Nodata follows the provider's rules
-(``valid_pixels``), so both readers give the same tiles.
+the engine converts them to float32 once per batch. Both readers apply the nodata rule of
+core/raster/nodata.py to the same values, so they give the same tiles.
 
 Everything else stays on the provider path (``stripe_reader_factory`` returns None): web maps
 and other providers, resampled grids, bands QGIS scales or whose type it changes, user nodata
@@ -23,8 +23,9 @@ from qgis.core import QgsRasterLayer
 
 from ..core.errors import RsdlError
 from ..core.raster.grid import RasterGrid
+from ..core.raster.nodata import valid_pixels, zero_non_finite
 from .gdal_calls import checked_read, gdal_errors
-from .provider_reader import NUMPY_TYPES, alpha_band, valid_pixels, zero_non_finite
+from .provider_reader import NUMPY_TYPES, alpha_band
 
 _ALIGNMENT_TOLERANCE = 1e-6  # pixels: a grid offset this close to whole pixels is aligned
 
@@ -77,15 +78,11 @@ class GdalStripeReader:
             band_list=band_list,
         )
         values = values.reshape(len(band_list), rows, self.width)
-        # A pixel is nodata when any band the model reads is nodata.
-        valid = np.ones((rows, self.width), dtype=bool)
-        for index, band in enumerate(self.bands):
-            nodata = self.nodata[band]
-            if nodata is not None or values.dtype.kind == "f":
-                valid &= valid_pixels(values[index], nodata)
-        if self.alpha is not None:
-            valid &= values[-1] > 0
         data = values[: len(self.bands)]
+        # The alpha band is every band's mask, as in the provider reader; the rule ORs the bands,
+        # so giving it to the first one is enough.
+        masks = None if self.alpha is None else [values[-1], *[None] * (len(self.bands) - 1)]
+        valid = valid_pixels(data, [self.nodata[band] for band in self.bands], masks)
         if data.dtype.kind == "f":  # as the provider reader: float32 first, then non-finite to 0
             data = zero_non_finite(data.astype(np.float32))
         self._stripe_rows, self._data, self._valid = (row, rows), data, valid

@@ -280,7 +280,7 @@ def _instrument() -> dict[str, list[float]]:
     """
     from rsdl_qgis_plugin.core import tiling
     from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
-    from rsdl_qgis_plugin.inference import backends, engine, sinks
+    from rsdl_qgis_plugin.inference import backends, engine, sinks, tile_stream
     from rsdl_qgis_plugin.qgis_io import provider_reader, raster_writer, stripe_reader
 
     timers: dict[str, list[float]] = {}
@@ -305,7 +305,7 @@ def _instrument() -> dict[str, list[float]]:
         (provider_reader.ProviderWindowReader, "_band", "reader:   provider.block + copy + mask"),
         (stripe_reader.GdalStripeReader, "read", READ + " (GDAL stripes)"),
         (stripe_reader.GdalStripeReader, "_read_stripe", "reader:   GDAL stripe read"),
-        (engine, "pad_tile", "reader: pad_tile"),
+        (tile_stream, "pad_tile", "reader: pad_tile"),
         (engine.TiledInference, "__init__", "main: TiledInference() (plan, probe run)"),
         (engine.TiledInference, "run", RUN),
         (engine.TiledInference, "_flush", FLUSH),
@@ -326,11 +326,11 @@ def _instrument() -> dict[str, list[float]]:
     timers[WAIT] = [0.0, 0.0, 0]
 
     # Time the main thread spends waiting for the reader thread.
-    original_init = engine._Prefetcher.__init__
+    original_init = tile_stream.TileStream.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        get = self.queue.get
+        get = self._queue.get
 
         def timed_get(*get_args: Any, **get_kwargs: Any) -> Any:
             start, cpu = time.perf_counter(), time.thread_time()
@@ -342,9 +342,9 @@ def _instrument() -> dict[str, list[float]]:
                 entry[1] += time.thread_time() - cpu
                 entry[2] += 1
 
-        self.queue.get = timed_get
+        self._queue.get = timed_get
 
-    engine._Prefetcher.__init__ = init
+    tile_stream.TileStream.__init__ = init
     return timers
 
 

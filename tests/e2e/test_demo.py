@@ -15,6 +15,7 @@ from osgeo import gdal, osr
 
 from scripts import demo
 from scripts.render_map import image_size
+from tests.rasterize_cases import read_band
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_SIZE = 512  # pixels: a quarter of the default scene, same content rules
@@ -22,6 +23,10 @@ DEMO_SIZE = 512  # pixels: a quarter of the default scene, same content rules
 # class (building) 0.84 (rsdl:evaluate, background included); margins for other library versions.
 MIN_MEAN_IOU = 0.85
 MIN_CLASS_IOU = 0.7
+# A 2 x 2 block of zoom-21 Kampala tiles (7.46 cm, the model's resolution), 40-60% buildings each.
+KAMPALA_TILES = tuple(f"OAM-{x}-{y}-21.tif" for x in (1238448, 1238449) for y in (1046534, 1046535))
+# Measured 0.81 with models/buildings_kampala (these tiles include its training ground).
+KAMPALA_MIN_BUILDING_IOU = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +159,61 @@ def test_demo_on_own_data_without_labels(sample_scene, tmp_path):
     assert not (out / "scene").exists() and not (out / "evaluation.csv").exists()
     for name in ("classes.tif", "confidence.tif", "classes.gpkg", "map.png"):
         assert str(out / name) in result.stdout.split("Outputs:")[-1] and (out / name).is_file(), name
+
+
+def _building_iou(csv_path: Path) -> float:
+    rows = {row["name"]: row for row in csv.DictReader(csv_path.open(encoding="utf-8"))}
+    assert set(rows) == {"background", "buildings"}, rows
+    return float(rows["buildings"]["iou"])
+
+
+@pytest.mark.qgis_process
+def test_demo_scores_labels_named_after_their_layer(qgis_process, shared_data, repo_root, tmp_path):
+    """make demo DATA=kampala.vrt MODEL=models/buildings_kampala/model.onnx LABELS=buildings_all.geojson:
+    the labels' one class, named 'buildings_all' after its file, is scored as the model's
+    'buildings', exactly as labels named 'buildings' are."""
+    kampala = shared_data / "fair_kampala_buildings"
+    mosaic = tmp_path / "kampala.vrt"
+    vrt = gdal.BuildVRT(str(mosaic), [str(kampala / "tiles" / name) for name in KAMPALA_TILES])
+    del vrt  # GDAL writes the VRT file when the dataset is released
+    labels = tmp_path / "buildings_all.geojson"
+    shutil.copyfile(kampala / "buildings.geojson", labels)
+    model = repo_root / "models/buildings_kampala/model.onnx"
+    out = tmp_path / "demo"
+    # The arguments make demo DATA=... MODEL=... LABELS=... passes (test_make_demo_passes_...).
+    command = [sys.executable, str(REPO / "scripts/demo.py"), str(out), "--data", str(mosaic)]
+    command += ["--model", str(model), "--labels", str(labels)]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "only class 'buildings_all' is named after its layer" in result.stdout
+    assert "scored as the class raster's only class 'buildings'" in result.stdout
+    iou = _building_iou(out / "evaluation.csv")
+    assert iou > KAMPALA_MIN_BUILDING_IOU
+
+    # Oracle 1: rsdl:evaluate on the same class raster with the labels named as the model's class.
+    named = tmp_path / "named" / "buildings.geojson"
+    named.parent.mkdir()
+    shutil.copyfile(kampala / "buildings.geojson", named)
+    evaluated = qgis_process.run_algorithm(
+        "rsdl:evaluate",
+        {
+            "PREDICTION": str(out / "classes.tif"),
+            "LABELS": [str(named)],
+            "OUTPUT_CSV": str(tmp_path / "named.csv"),
+        },
+    )
+    assert "only class" not in " ".join(evaluated["log"]["info"])  # matched by name, not by the rule
+    assert iou == pytest.approx(_building_iou(tmp_path / "named.csv"), abs=1e-6)
+
+    # Oracle 2: numpy on the mask the demo shows (mask.tif) and its class raster.
+    predicted, reference = read_band(out / "classes.tif"), read_band(out / "mask.tif")
+    scored = (predicted != 255) & (reference != 255)  # both rasters' nodata
+    assert scored.sum() > 0.9 * predicted.size  # nearly every pixel is scored, so the check bites
+    predicted_buildings, reference_buildings = predicted[scored] == 1, reference[scored] == 1
+    union = (predicted_buildings | reference_buildings).sum()
+    assert iou == pytest.approx((predicted_buildings & reference_buildings).sum() / union, abs=1e-6)

@@ -1,9 +1,10 @@
 """Every command the docs show is run here, or checked as far as it can be, or excluded with a reason.
 
-Issue 5: "Every command written in the docs is exercised by a test or by the demo." The docs are
-README.md, docs/*.md, models/README.md and the "Use" section of every models/*/MODEL_CARD.md. A
-command is every line of a fenced block (a trailing ``\\`` continues it; a ```python block is one
-Python snippet) and every inline code span that starts with a program in ``PROGRAMS``. Each is:
+Every command written in the docs is exercised by a test or by the demo. The docs are README.md,
+ARCHITECTURE.md, docs/*.md, models/README.md and the "Use" section of every models/*/MODEL_CARD.md.
+A command is every line of a fenced block but a ```text one (a trailing ``\\`` continues it; a
+```python block is one Python snippet) and every inline code span that starts with a program in
+``PROGRAMS``. Each is:
 
 * ``qgis_process[.bin] run rsdl:<alg> -- KEY=VALUE ...``: run as written, in one folder per
   document holding the input files the docs name (``inputs``), the document's commands in order
@@ -122,7 +123,7 @@ def _is_program(word: str) -> bool:
 
 
 def _block_commands(document: str, block: list[tuple[int, str]], language: str) -> list[DocCommand]:
-    if not block:
+    if not block or language == "text":  # a ```text block is a diagram or output, not commands
         return []
     if language == "python":
         return [DocCommand(f"{document}:{block[0][0]}", "\n".join(line for _, line in block), True)]
@@ -177,8 +178,14 @@ def _use_section(card: str) -> str:
 
 
 def documented_commands() -> list[DocCommand]:
-    """Every command of README.md, docs/*.md, models/README.md and the model cards' Use sections."""
-    paths = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "models/README.md"]
+    """Every command of README.md, ARCHITECTURE.md, docs/*.md, models/README.md and the model cards'
+    Use sections."""
+    paths = [
+        REPO / "README.md",
+        REPO / "ARCHITECTURE.md",
+        *sorted((REPO / "docs").glob("*.md")),
+        REPO / "models/README.md",
+    ]
     texts = {path: path.read_text(encoding="utf-8") for path in paths}
     for card in sorted(REPO.glob("models/*/MODEL_CARD.md")):
         texts[card] = _use_section(card.read_text(encoding="utf-8"))

@@ -7,16 +7,18 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import shutil
 
 import numpy as np
 import pytest
 from osgeo import gdal, osr
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingOutputHtml
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProcessingOutputHtml
 
 from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.core.labels.label_rules import LabelClass, MaskValues
 from rsdl_qgis_plugin.qgis_io import class_pairs
 from rsdl_qgis_plugin.qgis_io.raster_description import apply_description, class_raster_description
+from tests.rasterize_cases import gdal_rasterize_oracle
 
 ALG = "rsdl:evaluate"
 ABER = "rsgislib_aber_s2"
@@ -176,9 +178,10 @@ def test_known_confusion_matrix_streamed_in_blocks(run_algorithm, tmp_path, monk
     assert (water["precision"], water["recall"]) == (pytest.approx(8 / 11), pytest.approx(8 / 12))
 
 
-def test_classes_matched_by_name(sample_scene, run_algorithm, tmp_path):
-    """Labels from a text field number classes alphabetically (building 1, vegetation 2, water 3);
-    a model numbers them its own way (background 0, building 1, water 2)."""
+def _landcover_and_model(sample_scene, run_algorithm, tmp_path) -> tuple[str, object, str]:
+    """The sample scene's landcover labels (text field: building 1, vegetation 2, water 3), their
+    mask, and a model's class raster (background 0, building 1, water 2) that is perfect for
+    building and water and blind to vegetation (predicted as background)."""
     labels = f"{sample_scene / 'labels.gpkg'}|layername=landcover"
     mask = tmp_path / "labels.tif"
     run_algorithm(
@@ -192,9 +195,14 @@ def test_classes_matched_by_name(sample_scene, run_algorithm, tmp_path):
     )
     reference = _read(mask)
     assert set(np.unique(reference)) <= {0, 1, 2, 3}
-    # A perfect model for building and water, blind to vegetation (predicted as background).
     model_values = np.array([0, 1, 0, 2], dtype=np.uint8)[reference]
-    prediction = _write(tmp_path / "model.tif", model_values, 255, MODEL_CLASSES, like=mask)
+    return labels, mask, _write(tmp_path / "model.tif", model_values, 255, MODEL_CLASSES, like=mask)
+
+
+def test_classes_matched_by_name(sample_scene, run_algorithm, tmp_path):
+    """Labels from a text field number classes alphabetically (building 1, vegetation 2, water 3);
+    a model numbers them its own way (background 0, building 1, water 2)."""
+    labels, mask, prediction = _landcover_and_model(sample_scene, run_algorithm, tmp_path)
 
     for parameters in ({"REFERENCE": str(mask)}, {"LABELS": [labels], "FIELD": "class_name"}):
         result = run_algorithm(
@@ -269,3 +277,95 @@ def test_outputs_appear_together_or_not_at_all(shared_data, run_algorithm, tmp_p
             },
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class _Log(QgsProcessingFeedback):
+    """Keeps what an algorithm logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def pushInfo(self, info: str) -> None:
+        self.lines.append(info)
+        super().pushInfo(info)
+
+
+KAMPALA_TILES = [f"OAM-{x}-{y}-21.tif" for x in (1238448, 1238449, 1238450) for y in (1046529, 1046530)]
+
+
+@pytest.fixture(scope="module")
+def kampala_prediction(shared_data, repo_root, run_processing, tmp_path_factory):
+    """models/buildings_kampala's class raster on six neighbouring 256 px tiles of the real data."""
+    folder = tmp_path_factory.mktemp("kampala")
+    tiles = [str(shared_data / "fair_kampala_buildings/tiles" / name) for name in KAMPALA_TILES]
+    gdal.BuildVRT(str(folder / "kampala.vrt"), tiles).FlushCache()
+    classes = folder / "classes.tif"
+    run_processing(
+        "rsdl:segment",
+        {
+            "INPUT": str(folder / "kampala.vrt"),
+            "MODEL": str(repo_root / "models/buildings_kampala/model.onnx"),
+            "OUTPUT": str(classes),
+        },
+    )
+    return classes
+
+
+def test_labels_named_after_their_file_are_the_models_single_class(
+    shared_data, kampala_prediction, run_algorithm, tmp_path
+):
+    """A newcomer's buildings_all.geojson (one layer, no class field) scores as buildings.geojson:
+    its only class is the model's only class 'buildings', and the log says so."""
+    labels = shared_data / "fair_kampala_buildings/buildings.geojson"
+    renamed = tmp_path / "buildings_all.geojson"
+    shutil.copyfile(labels, renamed)
+    oracle = run_algorithm(
+        ALG, {"PREDICTION": str(kampala_prediction), "LABELS": [str(labels)], "OUTPUT_HTML": None}
+    )
+    log = _Log()
+    result = run_algorithm(
+        ALG,
+        {"PREDICTION": str(kampala_prediction), "LABELS": [str(renamed)], "OUTPUT_HTML": None},
+        log,
+    )
+
+    def iou(run) -> dict[str, float]:
+        return {row["name"]: row["iou"] for row in json.loads(run["METRICS"])["classes"]}
+
+    expected = iou(oracle)
+    assert set(expected) == {"background", "buildings"} and expected["buildings"] > 0.5
+    assert iou(result) == expected
+    assert result["OVERALL_ACCURACY"] == oracle["OVERALL_ACCURACY"]
+    assert any("'buildings_all'" in line and "'buildings'" in line for line in log.lines), log.lines
+
+    # The oracle's oracle: GDAL's own rasterization of the labels on the class raster's grid.
+    predicted = _read(kampala_prediction) == 1
+    truth = gdal_rasterize_oracle(labels, kampala_prediction, 1).astype(bool)
+    assert expected["buildings"] == pytest.approx(
+        (predicted & truth).sum() / (predicted | truth).sum(), abs=0.01
+    )
+
+
+def test_foreground_names_that_match_nothing_are_refused(sample_scene, run_algorithm, tmp_path):
+    """Two model classes and a layer named after neither: no guess, an error naming the fix."""
+    labels, mask, prediction = _landcover_and_model(sample_scene, run_algorithm, tmp_path)
+    model_values = _read(prediction)
+    for parameters in (
+        {"LABELS": [labels]},
+        {
+            "REFERENCE": _write(
+                tmp_path / "ref.tif",
+                model_values,
+                255,
+                [LabelClass(1, "houses", "#ff0000"), LabelClass(2, "lakes", "#0000ff")],
+                like=mask,
+            )
+        },
+    ):
+        with pytest.raises(QgsProcessingException, match=r"NAME_FIELD.*CLASS_MATCHING"):
+            run_algorithm(ALG, {"PREDICTION": prediction, **parameters, "OUTPUT_HTML": None})
+    by_value = run_algorithm(
+        ALG, {"PREDICTION": prediction, "LABELS": [labels], "CLASS_MATCHING": 1, "OUTPUT_HTML": None}
+    )
+    assert json.loads(by_value["METRICS"])["class_matching"] == "by value"  # the way out still works

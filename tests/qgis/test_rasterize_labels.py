@@ -229,8 +229,9 @@ def test_reference_nodata_becomes_ignore(shared_data, run_algorithm, tmp_path):
     )
     mask = read_band(output)
     pixels = gdal.Open(str(image)).ReadAsArray()
-    nodata = (pixels == 0).all(axis=0)  # nodata 0 in every band: the collar
+    nodata = (pixels == 0).any(axis=0)  # nodata 0 in any band: the collar, and pixels inside
     assert nodata.sum() > 100_000
+    assert (nodata & ~(pixels == 0).all(axis=0)).sum() > 500  # inside: one band 0, the others not
     assert np.array_equal(mask == 255, nodata)
     assert (mask[~nodata] == 0).sum() > 0 and (mask[~nodata] == 1).sum() > 0
 

@@ -383,3 +383,55 @@ def test_kampala_tiles_split_by_ground_across_zoom_levels(shared_data, tmp_path)
     finest_pixel_area = min(r.pixel_size[0] for r in module.rasters) ** 2
     # tile edges come from float XYZ maths: only slivers far below a pixel may touch
     assert _overlap_area(_footprints(module, "val"), _footprints(module, "train")) < 0.01 * finest_pixel_area
+
+
+# -- nodata: a pixel is nodata when any band read is (core/raster/nodata.py) --------------------------
+
+
+def test_any_band_nodata_is_ignored_and_left_out_of_the_statistics(vector_scene, tmp_path):
+    """Bands with different nodata values (a VRT: a GeoTIFF holds one for all bands) and pixels
+    where only one band is nodata: the mask ignores exactly the pixels where any band is nodata,
+    and the band statistics leave them out. The oracle is numpy on the pixels written."""
+    from osgeo import gdal
+
+    with rasterio.open(vector_scene["raster"]) as source:
+        pixels = source.read()
+    nodata = (10, 20, 30)
+    rng = np.random.default_rng(3)
+    for band, value in enumerate(nodata):
+        pixels[band][rng.random(pixels.shape[1:]) < 0.03] = value  # ~3% of pixels, in this band only
+    pixels[:, :4, :] = np.array(nodata, dtype=np.uint8)[:, None, None]  # a collar in every band
+    pixels[0, 60:62, :] = 20  # band 2's nodata value in band 1: data
+    expected = (pixels[0] == 10) | (pixels[1] == 20) | (pixels[2] == 30)
+    one_band_only = ((pixels[0] == 10).astype(int) + (pixels[1] == 20) + (pixels[2] == 30)) == 1
+    assert one_band_only.sum() > 1000  # where the any-band and every-band rules differ
+    tiff = _write_raster_like(vector_scene["raster"], tmp_path / "scene.tif", pixels)
+    vrt = gdal.Translate(str(tmp_path / "scene.vrt"), str(tiff), format="VRT")
+    for band, value in enumerate(nodata, start=1):
+        vrt.GetRasterBand(band).SetNoDataValue(value)
+    vrt = None
+    module = _raster_vector({"raster": tmp_path / "scene.vrt", "labels": vector_scene["labels"]}, tmp_path)
+    assert module.rasters[0].nodata == nodata
+    module.prepare_data()
+    with rasterio.open(module.mask_path(0)) as mask:
+        ignored = mask.read(1) == mask.nodata
+    np.testing.assert_array_equal(ignored, expected)
+    # Band statistics: over the training chips' pixels where no band is nodata.
+    chips = module.index["chips"]["train"]
+    assert 0 < len(chips) <= 256  # all measured
+    total, count = np.zeros(3), 0
+    for _, row, col in chips:
+        window = (slice(row, row + 32), slice(col, col + 32))
+        keep = ~expected[window]
+        total += pixels[:, window[0], window[1]][:, keep].sum(axis=1) / 255.0
+        count += int(keep.sum())
+    np.testing.assert_allclose(module.model_spec().standardization_mean, total / count, rtol=1e-9)
+
+
+def _write_raster_like(template, path, pixels: np.ndarray):
+    """A GeoTIFF of ``pixels`` on ``template``'s grid, without nodata."""
+    with rasterio.open(template) as source:
+        profile = {**source.profile, "nodata": None}
+    with rasterio.open(path, "w", **profile) as target:
+        target.write(pixels)
+    return path

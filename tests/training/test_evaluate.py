@@ -13,6 +13,7 @@ from matplotlib.image import imread
 from torch import nn
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.errors import RsdlError
 from training.data.classes import IGNORE_INDEX
 from training.evaluate import evaluate, load_datamodule, main
 
@@ -176,7 +177,7 @@ def test_main_builds_the_datamodule_from_a_lightning_cli_config(tmp_path, monkey
     version = tmp_path / "lightning_logs" / "version_0"
     (version / "checkpoints").mkdir(parents=True)
     (version / "metrics.csv").write_text(LIGHTNING_CSV)
-    monkeypatch.setattr("training.export.load_checkpoint_net", lambda path: (nn.Identity(), SEG_SPEC))
+    monkeypatch.setattr("training.checkpoints.load_checkpoint_net", lambda path: (nn.Identity(), SEG_SPEC))
     report = tmp_path / "report"
     checkpoint = version / "checkpoints" / "epoch=1.ckpt"
     args = [
@@ -193,3 +194,48 @@ def test_main_builds_the_datamodule_from_a_lightning_cli_config(tmp_path, monkey
     result = json.loads((report / "metrics.json").read_text())
     assert result["overall_accuracy"] == 1.0 and result["classes"][1]["iou"] == 1.0
     assert "training_loss.png" in result["files"]
+
+
+def test_segmentation_metrics_agree_with_torchmetrics(tmp_path):
+    """The report's numbers against torchmetrics, the library the tasks log their metrics with."""
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+        multiclass_jaccard_index,
+        multiclass_precision,
+        multiclass_recall,
+    )
+
+    rng = np.random.default_rng(11)
+    prediction = torch.from_numpy(rng.integers(0, 4, (5, 20, 24)))
+    reference = torch.where(torch.from_numpy(rng.random((5, 20, 24))) < 0.5, prediction, 1)
+    reference[torch.from_numpy(rng.random((5, 20, 24))) < 0.15] = IGNORE
+    logits = torch.nn.functional.one_hot(prediction, 4).permute(0, 3, 1, 2).float()
+    batches = [{"image": logits[i : i + 2], "mask": reference[i : i + 2]} for i in range(0, 5, 2)]
+
+    result = evaluate(nn.Identity(), SEG_SPEC, batches, tmp_path, samples=0)
+
+    common = {"num_classes": 4, "ignore_index": IGNORE}
+    matrix = multiclass_confusion_matrix(prediction, reference, **common)
+    assert result["confusion_matrix"]["values"] == matrix.tolist()
+    for key, function in (
+        ("iou", multiclass_jaccard_index),
+        ("f1", multiclass_f1_score),
+        ("precision", multiclass_precision),
+        ("recall", multiclass_recall),
+    ):
+        expected = function(prediction, reference, average="none", **common).tolist()
+        assert [c[key] for c in result["classes"]] == pytest.approx(expected, abs=1e-6), key
+    accuracy = multiclass_accuracy(prediction, reference, average="micro", **common)
+    assert result["overall_accuracy"] == pytest.approx(float(accuracy), abs=1e-6)
+    assert result["mean_iou"] == pytest.approx(
+        float(multiclass_jaccard_index(prediction, reference, average="macro", **common)), abs=1e-6
+    )
+
+
+def test_reference_values_beyond_the_classes_are_refused(tmp_path):
+    images = torch.zeros(1, 4, 4, 4)
+    mask = torch.full((1, 4, 4), 7)
+    with pytest.raises(RsdlError, match=r"Reference values \[7\] lie outside the net's 4 classes"):
+        evaluate(nn.Identity(), SEG_SPEC, [{"image": images, "mask": mask}], tmp_path)

@@ -119,7 +119,7 @@ def test_classifier_explanation_of_a_photo_is_complete_and_not_georeferenced(tmp
 
 
 def test_main_explains_a_window_and_refuses_one_outside_the_raster(tmp_path, raster, monkeypatch, capsys):
-    monkeypatch.setattr("training.export.load_checkpoint_net", lambda path: (linear_net(), SPEC))
+    monkeypatch.setattr("training.checkpoints.load_checkpoint_net", lambda path: (linear_net(), SPEC))
     path, _ = raster
     common = [
         "--checkpoint",

@@ -211,7 +211,7 @@ def test_exported_onnx_runs_through_the_plugin_engine(tmp_path):
 def test_main_writes_both_formats_from_a_checkpoint(tmp_path, monkeypatch, capsys):
     """The command line as `python -m training export` runs it; the checkpoint loader is stubbed
     here (it is the task side's), the CLI subprocess test covers the real one."""
-    monkeypatch.setattr("training.export.load_checkpoint_net", lambda path: (fcn(), SPEC))
+    monkeypatch.setattr("training.checkpoints.load_checkpoint_net", lambda path: (fcn(), SPEC))
     output = tmp_path / "models" / "seg.onnx"
     args = ["--checkpoint", "best.ckpt", "--output", str(output), "--format", "both", "--tile-size", "24"]
     assert main(args) == 0
@@ -219,7 +219,7 @@ def test_main_writes_both_formats_from_a_checkpoint(tmp_path, monkeypatch, capsy
     for path in (output, output.with_suffix(".pt")):
         assert load_model(path, device="cpu").spec.tile_size == 24
 
-    monkeypatch.setattr("training.export.load_checkpoint_net", lambda path: (TamperedOnExport(), SPEC))
+    monkeypatch.setattr("training.checkpoints.load_checkpoint_net", lambda path: (TamperedOnExport(), SPEC))
     assert main(["--checkpoint", "best.ckpt", "--output", str(tmp_path / "bad.onnx")]) == 1
     assert "above the stated tolerance" in capsys.readouterr().err
     assert not (tmp_path / "bad.onnx").exists()

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
-from rsdl_qgis_plugin.core.errors import ModelError, ModelSpecError, RsdlError
+from rsdl_qgis_plugin.core.errors import ModelError, RsdlError
+from rsdl_qgis_plugin.core.tiling.policy import tile_size
 from rsdl_qgis_plugin.inference.backends import load_model
 from rsdl_qgis_plugin.inference.classifier import (
-    DEFAULT_TILE_SIZE,
     Classifier,
     TileGrid,
     class_probabilities,
-    classifier_tile_size,
     classify_in_batches,
     crop_square,
     probability_field_names,
@@ -90,16 +89,6 @@ def test_classifier_refuses_a_segmentation_model_at_load():
         Classifier(backend, backend.spec, 16)
 
 
-@pytest.mark.parametrize(
-    ("model_type", "message"),
-    [(ModelType.REGRESSOR, "rsdl:segment"), (ModelType.DETECTOR, "Detector"), (ModelType.UNKNOWN, "Unknown")],
-)
-def test_model_types_that_do_not_classify_are_refused(model_type, message):
-    spec = ModelSpec(model_type=model_type)
-    with pytest.raises((ModelError, ModelSpecError), match=message):
-        Classifier(FixedOutput([0.2, 0.8], spec=spec), spec, 16)
-
-
 def test_a_segmentor_typed_model_with_class_scores_runs_with_a_warning():
     spec = ModelSpec()  # what a model without metadata reads as
     classifier = Classifier(FixedOutput([0.2, 0.8], spec=spec), spec, 16)
@@ -143,7 +132,7 @@ def test_sigmoid_classifier_names_and_colours():
 
 def test_the_generated_classifier_tells_red_from_blue(test_models):
     backend = load_model(test_models["classifier.onnx"])
-    classifier = Classifier(backend, backend.spec, classifier_tile_size(backend))
+    classifier = Classifier(backend, backend.spec, tile_size(backend.spec, backend.input_size, None))
     assert classifier.tile_size == 32
     rng = np.random.default_rng(1)
     red = np.stack(
@@ -164,19 +153,6 @@ def test_batches_hold_at_most_batch_size_crops():
     assert backend.batches == [1, 2, 2, 1]  # the probe, then the batches
     with pytest.raises(RsdlError, match="batch size"):
         list(classify_in_batches(classifier, iter([]), 0))
-
-
-def test_tile_size_comes_from_the_model_then_its_spec():
-    spec = ModelSpec(model_type=ModelType.CLASSIFIER, tile_size=48)
-    assert classifier_tile_size(FixedOutput([1.0], (32, 32), spec)) == 32
-    assert classifier_tile_size(FixedOutput([1.0], (32, 32), spec), 32) == 32
-    assert classifier_tile_size(FixedOutput([1.0], spec=spec)) == 48
-    assert classifier_tile_size(FixedOutput([1.0], spec=spec), 64) == 64
-    assert classifier_tile_size(FixedOutput([1.0], spec=ModelSpec())) == DEFAULT_TILE_SIZE
-    with pytest.raises(RsdlError, match="32 x 32"):
-        classifier_tile_size(FixedOutput([1.0], (32, 32), spec), 64)
-    with pytest.raises(ModelError, match="non-square"):
-        classifier_tile_size(FixedOutput([1.0], (32, 48), spec))
 
 
 def test_probability_field_names_are_sanitised_and_unique():

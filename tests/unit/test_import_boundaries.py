@@ -42,7 +42,7 @@ def test_the_source_keeps_every_import_contract():
     [
         ("rsdl_qgis_plugin/core/raster/_probe.py", "from qgis.core import QgsProject\n", "core imports"),
         ("rsdl_qgis_plugin/core/tiling/_probe.py", "from ...qgis_io import compat\n", "gui ->"),
-        ("rsdl_qgis_plugin/core/contract/_probe.py", "from ..datasets import chip_folder\n", "model contract"),
+        ("rsdl_qgis_plugin/core/contract/_probe.py", "from ..datasets import chips\n", "model contract"),
         ("training/_probe.py", "from rsdl_qgis_plugin.qgis_io import compat\n", "training uses"),
         ("rsdl_qgis_plugin/inference/_probe.py", "import training\n", "never imports training"),
     ],

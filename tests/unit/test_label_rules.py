@@ -14,6 +14,7 @@ from rsdl_qgis_plugin.core.labels.label_rules import (
     class_value_from_number,
     default_class_color,
     smallest_unsigned_dtype,
+    text_class_name,
 )
 from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
 from rsdl_qgis_plugin.core.raster.grid import RasterGrid
@@ -84,3 +85,19 @@ def test_grid_from_extent_and_validation():
         RasterGrid(10, 10, (0, 1, 0, 0, 0, -1), "")
     with pytest.raises(GridError, match="empty"):
         RasterGrid(0, 10, (0, 1, 0, 0, 0, -1), "WKT")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("\t", None),
+        (" building ", "building"),
+        ("water", "water"),
+        (3, "3"),
+    ],
+)
+def test_text_class_names_are_stripped_and_blank_text_is_no_class(raw, expected):
+    assert text_class_name(raw) == expected

@@ -9,6 +9,7 @@ import pytest
 
 from rsdl_qgis_plugin.core.contract.model_check import check_raster_compatibility
 from rsdl_qgis_plugin.core.contract.model_spec import SPEC_VERSION, ModelSpec, ModelType
+from rsdl_qgis_plugin.core.contract.model_types import refuse_unless_run_by
 from rsdl_qgis_plugin.core.errors import ModelSpecError
 
 FULL = ModelSpec(
@@ -136,9 +137,9 @@ def test_values_already_decoded_are_accepted():
 def test_types_rsdl_does_not_run_are_read_then_refused(declared):
     spec = ModelSpec.from_metadata({"model_type": json.dumps(declared)})
     assert spec.declared_model_type == declared
-    with pytest.raises(ModelSpecError, match=f"'{declared}'.*Segmentor, Classifier, Regressor"):
-        spec.check_runnable()
-    ModelSpec.from_metadata({"model_type": '"Classifier"'}).check_runnable()
+    with pytest.raises(ModelSpecError, match=f"'{declared}'.*no tool for {declared}"):
+        refuse_unless_run_by(spec, "rsdl:segment")
+    refuse_unless_run_by(ModelSpec.from_metadata({"model_type": '"Classifier"'}), "rsdl:classifytiles")
 
 
 @pytest.mark.parametrize(

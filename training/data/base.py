@@ -17,10 +17,13 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from rasterio.crs import CRS
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from rsdl_qgis_plugin.core.errors import RsdlError
+from rsdl_qgis_plugin.core.raster.nodata import nodata_pixels, valid_pixels
 
 from .cache import default_cache_dir, read_json, write_json
 from .classes import ClassTable
@@ -45,19 +48,27 @@ def resolution_cm(crs_wkt: str, pixel_size: float) -> float | None:
     return round(pixel_size * 100.0, 6)
 
 
-def nodata_validity(nodata: Sequence[float | None]) -> Callable[[np.ndarray], np.ndarray | None]:
-    """For (C, H, W) pixels: where any band holds data (None: all valid), as GDAL's dataset mask."""
+def nodata_validity(nodata: Sequence[float | None]) -> Callable[[np.ndarray], np.ndarray]:
+    """For (C, H, W) pixels of the bands read, whose nodata values are ``nodata``: where every
+    band holds data (core/raster/nodata.py: a pixel is nodata when any band read is)."""
     values = list(nodata)
 
-    def valid(pixels: np.ndarray) -> np.ndarray | None:
-        if any(v is None for v in values[: len(pixels)]):
-            return None  # a band without nodata is valid everywhere, so every pixel is
-        empty = np.ones(pixels.shape[1:], dtype=bool)
-        for band, value in zip(pixels, values):
-            empty &= band == value
-        return ~empty
+    def valid(pixels: np.ndarray) -> np.ndarray:
+        return valid_pixels(pixels, values[: len(pixels)])
 
     return valid
+
+
+def window_nodata(source: DatasetReader, window: Window, bands: Sequence[int] | None = None) -> np.ndarray:
+    """(H, W): True where any of ``bands`` (default: all) of an open rasterio dataset is nodata in
+    ``window``, by core/raster/nodata.py's rule: zero in its mask (nodata value, internal mask,
+    alpha band) or, in a float band, not finite."""
+    indexes = list(bands) if bands else list(source.indexes)
+    masks = source.read_masks(indexes, window=window)
+    floats = [np.dtype(source.dtypes[i - 1]).kind in "fc" for i in indexes]
+    values = source.read(indexes, window=window) if any(floats) else None
+    pixels = [values[k] if floats[k] else None for k in range(len(indexes))]
+    return nodata_pixels(pixels, [None] * len(indexes), list(masks))
 
 
 class RsdlDataModule(pl.LightningDataModule, abc.ABC):

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 1
+# Raised when cached results would differ for the same inputs: 2 = nodata in any band read.
+CACHE_VERSION = 2
 CACHE_ENV = "RSDL_CACHE_DIR"
 
 

@@ -31,6 +31,7 @@ from rsdl_qgis_plugin.core.labels.label_rules import (
     check_classes_against_mask_values,
     class_value_from_number,
     make_label_classes,
+    text_class_name,
 )
 
 from .vectors import VectorLayer
@@ -113,10 +114,10 @@ def feature_values(
                     f"{', '.join(layer.attributes[0])}."
                 )
         raw = [a.get(options.field) for layer in layers for a in layer.attributes]
-        present = [value for value in raw if value is not None]
+        present = [value for value in raw if text_class_name(value) is not None]
         if not all(_is_number(value) for value in present):
             reserved = {options.background_value, options.ignore_value}
-            text_values = assign_text_class_values((str(v) for v in present), reserved)
+            text_values = assign_text_class_values((text_class_name(v) for v in present), reserved)
 
     names: dict[int, str] = {}
     per_layer: list[list[int | None]] = []
@@ -127,11 +128,12 @@ def feature_values(
                 value, name = options.burn_value, layer.name
             elif options.field:
                 raw_value = attributes.get(options.field)
-                if raw_value is None:
+                text = text_class_name(raw_value)
+                if text is None:  # NULL or blank: no class, as in rsdl:rasterizelabels
                     values.append(None)
                     continue
                 if text_values is not None:
-                    value, name = text_values[str(raw_value)], str(raw_value)
+                    value, name = text_values[text], text
                 else:
                     value = class_value_from_number(raw_value, options.field, layer.name)
                     name = str(value)

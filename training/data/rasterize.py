@@ -2,7 +2,7 @@
 
 rasterio.features.rasterize is GDAL's rasterizer, the one rsdl:rasterizelabels uses, so the
 masks agree pixel for pixel. Only the shapes that touch a strip are burnt into it (an STRtree
-query, kept in burn order), and pixels where every band of the raster is nodata take the ignore
+query, kept in burn order), and pixels where any band of the raster is nodata take the ignore
 value, as in the plugin. Memory is bounded by one strip, whatever the raster's size.
 """
 
@@ -23,6 +23,7 @@ from shapely.geometry.base import BaseGeometry
 from rsdl_qgis_plugin.core.labels.label_rules import LabelClass, MaskValues, smallest_unsigned_dtype
 from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
 
+from .base import window_nodata
 from .cache import temporary_path
 
 ROWS_PER_STRIP = 1024
@@ -95,6 +96,5 @@ def _burn_strip(
         )
     else:
         strip = np.full(out_shape, values.unlabelled_value, dtype=dtype)
-    valid = source.dataset_mask(window=window)  # 0 where every band is nodata
-    strip[valid == 0] = values.ignore_value
+    strip[window_nodata(source, window)] = values.ignore_value
     return strip

@@ -48,7 +48,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +65,7 @@ _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 class ModelType(str, enum.Enum):
-    """What a model predicts. Only ``RUNNABLE_MODEL_TYPES`` are run by rsdl."""
+    """What a model predicts. Which tools run which type: ``model_types.py``."""
 
     SEGMENTOR = "Segmentor"
     CLASSIFIER = "Classifier"
@@ -85,8 +85,6 @@ class ModelType(str, enum.Enum):
                 return member
         return cls.UNKNOWN
 
-
-RUNNABLE_MODEL_TYPES = frozenset({ModelType.SEGMENTOR, ModelType.CLASSIFIER, ModelType.REGRESSOR})
 
 # Metadata keys this module interprets; every other key goes to ``extra``.
 _KNOWN_KEYS = frozenset(
@@ -281,17 +279,6 @@ class ModelSpec:
         heads = self.head_class_names
         names = heads[head] if head < len(heads) else {}
         return names.get(value, unnamed_class_name(value))
-
-    def check_runnable(self, allowed: Collection[ModelType] = RUNNABLE_MODEL_TYPES) -> None:
-        """Refuse a model whose type rsdl (or the calling algorithm) does not run."""
-        if self.model_type in allowed:
-            return
-        kinds = ", ".join(t.value for t in ModelType if t in allowed)
-        raise ModelSpecError(
-            f"The model's type is '{self.declared_model_type}' (metadata key 'model_type'); this "
-            f"tool runs {kinds} models. Use a tool for that model type, or fix 'model_type' if the "
-            "model was exported with the wrong one."
-        )
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """``(pixels / max_pixel_value - mean) / std`` per channel, as float32.

@@ -21,7 +21,7 @@ foreground pixel; the folder of every class is listed in dataset.json.
 Image chips are GeoTIFFs with the source's data type, band count, per-band nodata and colour
 interpretation, its CRS, and its geotransform shifted by the chip's offset. Mask chips have one
 band of the mask's data type, the ignore value as nodata, and the mask's colour table and
-metadata; pixels where the image is nodata in every band hold the ignore value. Chips are single
+metadata; pixels where the image is nodata in any band hold the ignore value. Chips are single
 files (no .aux.xml).
 
 Index fields: ``chip_id``, ``split``, ``row_off``, ``col_off``, ``size`` (pixels); ``image``,

@@ -7,7 +7,8 @@ Chip plan
     Square chips of ``size`` pixels start every ``stride`` pixels along rows and columns, from
     pixel (0, 0). When the last chip of a row or column stops short of the raster edge, one more
     chip is placed flush with the edge (it overlaps its neighbour), so every pixel is covered
-    when ``stride <= size`` and every chip has the full size.
+    when ``stride <= size`` and every chip has the full size: the ``flush_end_starts`` rule of
+    ``core/tiling/layouts.py``.
 
 Spatial block split
     The raster is cut into square blocks of ``block_size`` pixels from pixel (0, 0). The blocks
@@ -18,7 +19,7 @@ Spatial block split
     dropped. Blocks never overlap, so chips of different splits never share a pixel.
 
 Which chips are kept, in this order
-    1. chips whose image is nodata in every pixel (all bands) are skipped;
+    1. chips whose image is nodata in every pixel (nodata in any band, core/raster/nodata.py) are skipped;
     2. chips whose mask is the ignore value in every pixel are skipped;
     3. "empty" chips (no pixel of a foreground class, i.e. of a class other than background) are
        kept with probability ``keep_empty``, drawn from a hash of (seed, chip row, chip column);
@@ -36,11 +37,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from ..errors import RsdlError
 from ..metrics.class_statistics import ClassStatistics
+from ..tiling.layouts import TileLayout, flush_end_starts
 
 MIN_CHIP_SIZE = 8
 DEFAULT_BLOCK_CHIPS = 8  # default block side, in chips
@@ -109,12 +112,8 @@ class ChipWindow:
         return f"r{self.row:06d}_c{self.col:06d}"
 
 
-def chip_offsets(length: int, size: int, stride: int) -> list[int]:
-    """Chip starts along one axis: 0, stride, ... and one chip flush with the end if needed."""
-    offsets = list(range(0, length - size + 1, stride))
-    if offsets[-1] + size < length:
-        offsets.append(length - size)
-    return offsets
+# Chip starts along one axis: 0, stride, ... and one chip flush with the end if needed.
+chip_offsets = flush_end_starts
 
 
 @dataclass(frozen=True)
@@ -139,13 +138,17 @@ class ChipPlan:
                 f"STRIDE must be a positive number of pixels (0: the chip size), got {self.stride}."
             )
 
+    @cached_property
+    def layout(self) -> TileLayout:
+        return TileLayout(self.width, self.height, self.size, self.stride, flush_end_starts)
+
     @property
     def row_offsets(self) -> list[int]:
-        return chip_offsets(self.height, self.size, self.stride)
+        return list(self.layout.tile_row_starts)
 
     @property
     def col_offsets(self) -> list[int]:
-        return chip_offsets(self.width, self.size, self.stride)
+        return list(self.layout.tile_col_starts)
 
     def row(self, row_offset: int) -> list[ChipWindow]:
         """The chips whose top edge is at ``row_offset``, left to right."""
@@ -156,7 +159,7 @@ class ChipPlan:
             yield from self.row(row)
 
     def __len__(self) -> int:
-        return len(self.row_offsets) * len(self.col_offsets)
+        return len(self.layout)
 
 
 def _check_fraction(name: str, value: float) -> None:

@@ -13,12 +13,35 @@ rasters name their classes, classes are matched by name:
 - unnamed reference values keep their value.
 
 When the rasters share no class name (or either names none), classes are matched by value.
+
+Foreground classes (any real name but "background") decide two more cases:
+
+- the reference has exactly one foreground class whose name was not chosen by anyone (the layer
+  or file name of vector labels without a class field, e.g. 'buildings_all') and the prediction
+  has exactly one foreground class: the two are the same class (``single_class`` says which);
+- otherwise, when both name foreground classes and no reference one is named like a predicted
+  one, ``no_shared_foreground`` is set: a by-name match would score every foreground pixel as an
+  error, so the caller refuses and says how to name the classes.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from .label_rules import LabelClass, MaskValues
+
+__all__ = [
+    "BACKGROUND_NAMES",
+    "ClassMatching",
+    "is_background_name",
+    "is_real_name",
+    "match_classes",
+    "reference_class_names",
+]
+
+BACKGROUND_NAMES = frozenset({"background", "_background"})  # as rsdl:segment leaves out of polygons
 
 _VALUE_ONLY = re.compile(r"^(?:class[_ ]?)?(\d+)$")
 
@@ -34,23 +57,65 @@ def is_real_name(value: int, name: str) -> bool:
     return bool(key) and not (only_value and int(only_value.group(1)) == value)
 
 
+def is_background_name(name: str) -> bool:
+    return _key(name) in BACKGROUND_NAMES
+
+
+def reference_class_names(classes: Iterable[LabelClass], values: MaskValues) -> dict[int, str]:
+    """The names of a label mask's values: its classes, and 'background' for its background."""
+    names = {c.value: c.name for c in classes}
+    if not values.unlabelled_is_ignore:
+        names.setdefault(values.background_value, "background")
+    return names
+
+
 @dataclass(frozen=True)
 class ClassMatching:
-    """Reference values to rename (``{old: new}``), the names of the matched values, and how."""
+    """Reference values to rename (``{old: new}``), the names of the matched values, and how.
+
+    ``single_class`` is (reference name, predicted name) when the single-class rule matched them;
+    ``no_shared_foreground`` is set when both sides name foreground classes and share none."""
 
     reference_values: dict[int, int] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
     by_name: bool = False
     unmatched_reference: tuple[str, ...] = ()
+    single_class: tuple[str, str] | None = None
+    no_shared_foreground: bool = False
+
+
+def _foreground(names: dict[int, str]) -> dict[int, str]:
+    return {v: n for v, n in names.items() if is_real_name(v, n) and not is_background_name(n)}
 
 
 def match_classes(
-    reference: dict[int, str], prediction: dict[int, str], extra_values: set[int] | frozenset = frozenset()
+    reference: dict[int, str],
+    prediction: dict[int, str],
+    extra_values: set[int] | frozenset = frozenset(),
+    reference_unnamed: bool = False,
 ) -> ClassMatching:
     """Match reference classes to predicted classes (see the module docstring).
 
     ``extra_values`` are values known to occur (in either raster) that no name covers; new values
-    are chosen above them too."""
+    are chosen above them too. ``reference_unnamed``: the reference's class names were not chosen
+    (layer or file names), so a single one may stand for the prediction's single class."""
+    reference_foreground, predicted_foreground = _foreground(reference), _foreground(prediction)
+    if not reference_foreground or not predicted_foreground:
+        return _match_by_name(reference, prediction, extra_values)
+    predicted_keys = {_key(name) for name in predicted_foreground.values()}
+    if any(_key(name) in predicted_keys for name in reference_foreground.values()):
+        return _match_by_name(reference, prediction, extra_values)
+    if reference_unnamed and len(reference_foreground) == 1 and len(predicted_foreground) == 1:
+        [(value, name)] = reference_foreground.items()
+        [predicted_name] = predicted_foreground.values()
+        matching = _match_by_name({**reference, value: predicted_name}, prediction, extra_values)
+        return replace(matching, single_class=(name, predicted_name))
+    return replace(_match_by_name(reference, prediction, extra_values), no_shared_foreground=True)
+
+
+def _match_by_name(
+    reference: dict[int, str], prediction: dict[int, str], extra_values: set[int] | frozenset
+) -> ClassMatching:
     reference_named = {v: n for v, n in reference.items() if is_real_name(v, n)}
     prediction_named = {v: n for v, n in prediction.items() if is_real_name(v, n)}
     by_key = {_key(name): value for value, name in sorted(prediction_named.items())}

@@ -94,6 +94,14 @@ def class_value_from_number(raw: object, field: str, layer: str) -> int:
     return int(value)
 
 
+def text_class_name(raw: object) -> str | None:
+    """The class name a class field value gives as text, without surrounding spaces; None for
+    NULL (None) and for blank text: such a feature has no class (a blank name would be invisible)."""
+    if raw is None:
+        return None
+    return str(raw).strip() or None
+
+
 def assign_text_class_values(names: Iterable[str], reserved: Iterable[int]) -> dict[str, int]:
     """Give text class names values 1, 2, ... in sorted order, skipping reserved values."""
     taken = set(reserved)

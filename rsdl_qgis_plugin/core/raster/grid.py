@@ -75,12 +75,26 @@ class RasterGrid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax)."""
+        return self.window_bounds(0, 0, self.height, self.width)
+
+    def window_bounds(self, row: int, col: int, rows: int, cols: int) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of the pixel window (row, col, rows, cols) in map units.
+
+        Every edge comes straight from the geotransform (GDAL: pixel corner (col, row) lies at
+        x = x0 + col * dx, y = y0 + row * dy), so neighbouring windows share their edges exactly.
+        The window may reach outside the grid; clipping is the caller's business.
+        """
         x0, dx, _, y0, _, dy = self.geotransform
-        return x0, y0 + dy * self.height, x0 + dx * self.width, y0
+        return x0 + col * dx, y0 + (row + rows) * dy, x0 + (col + cols) * dx, y0 + row * dy
 
     def window_geotransform(
         self, col_off: int, row_off: int
     ) -> tuple[float, float, float, float, float, float]:
         """Geotransform of a window whose top-left pixel is (col_off, row_off)."""
-        x0, dx, _, y0, _, dy = self.geotransform
-        return (x0 + col_off * dx, dx, 0.0, y0 + row_off * dy, 0.0, dy)
+        _, dx, _, _, _, dy = self.geotransform
+        xmin, _, _, ymax = self.window_bounds(row_off, col_off, 0, 0)
+        return (xmin, dx, 0.0, ymax, 0.0, dy)
+
+    def window_grid(self, row: int, col: int, rows: int, cols: int) -> RasterGrid:
+        """The grid of the pixel window (row, col, rows, cols): what a file cut from it holds."""
+        return RasterGrid(cols, rows, self.window_geotransform(col, row), self.crs_wkt)

@@ -1,15 +1,18 @@
 """The tile plan of the tiled-inference engine: where each overlapping tile lies (DESIGN.md section 5).
 
-Pure numpy; the accumulator that blends the tiles' predictions is ``blending.py``.
+Pure numpy. The placement rules and the window type are in ``layouts.py`` (shared with the chip
+plan and the classification tile grid); the accumulator that blends the tiles' predictions is
+``blending.py``.
 
 Tile plan
     Square tiles of ``tile_size`` pixels every ``step = tile_size - overlap`` pixels, placed exactly
-    as pytorch-toolbelt's ``ImageSlicer(image_shape, tile_size, tile_step, image_margin=0)`` does:
-    along each axis ``n = max(1, ceil((length - overlap) / step))`` tiles span
-    ``n * step + overlap`` pixels, and the surplus over the raster is split into a margin before
-    (the smaller half) and after it. Tile positions are in raster pixels, so the first tile may
-    start at a negative row or column and the last may end past the raster. Each margin is
-    at most half a tile, so every tile overlaps the raster by at least half its size and reflecting
+    as pytorch-toolbelt's ``ImageSlicer(image_shape, tile_size, tile_step, image_margin=0)`` does
+    (the ``centred_starts`` rule of ``layouts.py``): along each axis
+    ``n = max(1, ceil((length - overlap) / step))`` tiles span ``n * step + overlap`` pixels, and
+    the surplus over the raster is split into a margin before (the smaller half) and after it. Tile
+    positions are in raster pixels, so the first tile may start at a negative row or column and
+    the last may end past the raster. Each margin is at most half a tile, so every tile overlaps
+    the raster by at least half its size and reflecting
     its read window (:func:`pad_tile`) gives the same pixels as toolbelt's reflection of the whole
     raster. One exception: with no overlap, an even tile size and a surplus of ``tile_size - 1``,
     the far margin is exactly half a tile and the outermost padding row or column (half a tile
@@ -18,39 +21,12 @@ Tile plan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import RsdlError
-
-Window = tuple[int, int, int, int]  # (row, col, rows, cols) in raster pixels
-Padding = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
-
-
-@dataclass(frozen=True)
-class TileWindow:
-    """A square tile whose top-left pixel is (row, col) in raster pixels (may lie outside the raster)."""
-
-    index: int
-    row: int
-    col: int
-    size: int
-
-    def read_window(self, width: int, height: int) -> Window:
-        """(row, col, rows, cols) of the part of the tile inside the raster (what a reader must read)."""
-        top, left = max(self.row, 0), max(self.col, 0)
-        bottom = min(self.row + self.size, height)
-        right = min(self.col + self.size, width)
-        return top, left, bottom - top, right - left
-
-    def padding(self, width: int, height: int) -> Padding:
-        """((top, bottom), (left, right)) pixels to pad around the read window to reach size x size."""
-        top, left, rows, cols = self.read_window(width, height)
-        return (
-            (top - self.row, self.row + self.size - top - rows),
-            (left - self.col, self.col + self.size - left - cols),
-        )
+from .layouts import Padding, TileLayout, TileWindow, Window, centred_starts
 
 
 def pad_tile(data: np.ndarray, padding: Padding) -> np.ndarray:
@@ -85,15 +61,7 @@ def check_tile_parameters(tile_size: int, overlap: int) -> None:
         )
 
 
-def _axis_positions(length: int, tile_size: int, step: int) -> list[int]:
-    """Tile starts along one axis, as toolbelt's ImageSlicer places them (shifted by its margin)."""
-    overlap = tile_size - step
-    count = max(1, -((overlap - length) // step))  # ceil((length - overlap) / step), exact
-    margin_before = (step * count - (length - overlap)) // 2
-    return [i * step - margin_before for i in range(count)]
-
-
-def _axis_centre_spans(positions: list[int], tile_size: int, length: int) -> list[tuple[int, int]]:
+def _axis_centre_spans(positions: Sequence[int], tile_size: int, length: int) -> list[tuple[int, int]]:
     """[start, stop) owned by each tile along one axis: neighbours split their overlap in the middle."""
     cuts = [(before + tile_size + after) // 2 for before, after in zip(positions, positions[1:])]
     starts = [0, *cuts]
@@ -101,39 +69,18 @@ def _axis_centre_spans(positions: list[int], tile_size: int, length: int) -> lis
     return list(zip(starts, stops))
 
 
-class TilePlan:
+class TilePlan(TileLayout):
     """Every tile of a raster of ``width`` x ``height`` pixels, in row-major order."""
 
     def __init__(self, width: int, height: int, tile_size: int, overlap: int) -> None:
         check_tile_parameters(tile_size, overlap)
         if width < 1 or height < 1:
             raise RsdlError(f"The raster is empty ({width} x {height} pixels).")
-        self.width = width
-        self.height = height
-        self.tile_size = tile_size
+        super().__init__(width, height, tile_size, tile_size - overlap, centred_starts)
         self.overlap = overlap
-        self.step = tile_size - overlap
-        self.tile_row_starts = _axis_positions(height, tile_size, self.step)
-        self.tile_col_starts = _axis_positions(width, tile_size, self.step)
         self._row_spans = _axis_centre_spans(self.tile_row_starts, tile_size, height)
         self._col_spans = _axis_centre_spans(self.tile_col_starts, tile_size, width)
-        self.tiles = [
-            TileWindow(index, row, col, tile_size)
-            for index, (row, col) in enumerate(
-                (row, col) for row in self.tile_row_starts for col in self.tile_col_starts
-            )
-        ]
-
-    def __len__(self) -> int:
-        return len(self.tiles)
-
-    @property
-    def n_tile_rows(self) -> int:
-        return len(self.tile_row_starts)
-
-    @property
-    def n_tile_cols(self) -> int:
-        return len(self.tile_col_starts)
+        self.tiles = list(self)  # the engine and the blender index and slice them
 
     def centre_region(self, tile: TileWindow) -> Window:
         """(row, col, rows, cols) of the raster pixels this tile alone provides in CENTRE_CROP mode.

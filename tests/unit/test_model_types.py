@@ -1,0 +1,57 @@
+"""The registry of model types (core/contract/model_types.py): which tool runs what, and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
+from rsdl_qgis_plugin.core.contract.model_types import (
+    MODEL_TYPE_ROLES,
+    RUNNABLE_MODEL_TYPES,
+    refuse_unless_run_by,
+    role_of,
+)
+from rsdl_qgis_plugin.core.errors import ModelSpecError
+
+
+def test_every_runnable_type_names_its_tools_and_layouts():
+    assert {ModelType.SEGMENTOR, ModelType.CLASSIFIER, ModelType.REGRESSOR} == RUNNABLE_MODEL_TYPES
+    for model_type, role in MODEL_TYPE_ROLES.items():
+        assert role.model_type is model_type and role.tools and role.head_layouts
+    assert role_of(ModelType.DETECTOR) is None
+
+
+@pytest.mark.parametrize(
+    ("model_type", "tool"),
+    [
+        (ModelType.SEGMENTOR, "rsdl:segment"),
+        (ModelType.REGRESSOR, "rsdl:segment"),
+        (ModelType.REGRESSOR, "python -m training predict"),
+        (ModelType.CLASSIFIER, "rsdl:classifytiles"),
+        (ModelType.CLASSIFIER, "rsdl:classifyfeatures"),
+    ],
+)
+def test_a_tool_runs_the_types_it_is_registered_for(model_type, tool):
+    refuse_unless_run_by(ModelSpec(model_type=model_type), tool)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "tool", "message"),
+    [
+        (ModelType.CLASSIFIER, "rsdl:segment", r"'m.onnx' is a 'Classifier' .*rsdl:segment runs Segmentor "
+         r"and Regressor models\. Use rsdl:classifytiles or rsdl:classifyfeatures"),
+        (ModelType.REGRESSOR, "rsdl:classifytiles", r"runs Classifier models\. Use rsdl:segment"),
+        (ModelType.DETECTOR, "rsdl:segment", r"rsdl runs no tool for Detector models yet"),
+        (ModelType.UNKNOWN, "rsdl:classifyfeatures", r"no tool for"),
+    ],
+)  # fmt: skip
+def test_other_types_are_refused_with_the_tool_that_runs_them(model_type, tool, message):
+    with pytest.raises(ModelSpecError, match=message):
+        refuse_unless_run_by(ModelSpec(model_type=model_type), tool, "m.onnx")
+
+
+def test_an_undeclared_model_may_run_where_its_outputs_decide():
+    undeclared = ModelSpec()  # Segmentor, as a model without metadata reads
+    refuse_unless_run_by(undeclared, "rsdl:classifytiles", undeclared_ok=True)
+    with pytest.raises(ModelSpecError):
+        refuse_unless_run_by(undeclared, "rsdl:classifytiles")
