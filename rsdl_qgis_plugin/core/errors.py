@@ -11,6 +11,19 @@ import os
 import sys
 import sysconfig
 
+__all__ = [
+    "DISK_FULL_ERRNOS",
+    "CancelledError",
+    "GridError",
+    "LabelValueError",
+    "MissingDependencyError",
+    "ModelError",
+    "ModelSpecError",
+    "RsdlError",
+    "os_error_message",
+    "pip_install_command",
+]
+
 
 class RsdlError(Exception):
     """An error caused by the user's input or environment, with an actionable message."""

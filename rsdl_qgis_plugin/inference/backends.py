@@ -37,6 +37,25 @@ from ..core.contract.model_spec import TORCHSCRIPT_SPEC_FILE, ModelSpec, ModelTy
 from ..core.contract.model_types import role_of
 from ..core.errors import MissingDependencyError, ModelError, ModelSpecError
 
+__all__ = [
+    "CPU_PROVIDER",
+    "CUDA_PROVIDER",
+    "DEVICES",
+    "ModelBackend",
+    "ModelFormat",
+    "OnnxBackend",
+    "TensorInfo",
+    "TorchScriptBackend",
+    "check_class_names",
+    "is_out_of_memory",
+    "load_model",
+    "onnx_session_options",
+    "out_of_memory_error",
+    "output_channels",
+    "sniff_model_format",
+    "spec_input_channels",
+]
+
 DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"

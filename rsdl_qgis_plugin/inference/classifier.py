@@ -31,6 +31,19 @@ from ..core.tiling.layouts import TileLayout, overhang_end_starts
 from .backends import ModelBackend, out_of_memory_error
 from .probabilities import in_unit_range, softmax
 
+__all__ = [
+    "SEGMENT_HINT",
+    "SUM_TOLERANCE",
+    "Classification",
+    "Classifier",
+    "TileGrid",
+    "class_probabilities",
+    "classifier_class_names",
+    "classify_in_batches",
+    "crop_square",
+    "probability_field_names",
+]
+
 SUM_TOLERANCE = 1e-3
 SEGMENT_HINT = "this is a segmentation model, use rsdl:segment"
 

@@ -26,6 +26,13 @@ from .backends import ModelBackend, out_of_memory_error
 from .probabilities import in_unit_range, softmax
 from .tile_stream import TileData, TileStream, WindowReader
 
+__all__ = [
+    "HeadLayout",
+    "InferenceSettings",
+    "RowSink",
+    "TiledInference",
+]
+
 
 class RowSink(Protocol):
     """Receives blended rows of one output head: (channels, rows, width) float32, NaN = no data."""

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "in_unit_range",
+    "softmax",
+]
+
 
 def in_unit_range(values: np.ndarray) -> bool:
     """Whether every value lies in [0, 1] (probabilities, or logits that happen to)."""

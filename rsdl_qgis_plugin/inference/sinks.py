@@ -13,6 +13,16 @@ from ..core.contract.model_spec import ModelSpec
 from ..core.labels.label_rules import LabelClass, default_class_color
 from .engine import HeadLayout
 
+__all__ = [
+    "FLOAT_NODATA",
+    "RowWriter",
+    "SegmentationSink",
+    "ValueSink",
+    "class_nodata_value",
+    "classes_and_confidence",
+    "head_classes",
+]
+
 FLOAT_NODATA = float("nan")
 
 

@@ -17,7 +17,8 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..core.errors import CancelledError
-from ..core.tiling.plan import TileWindow, pad_tile
+from ..core.tiling.layouts import TileWindow
+from ..core.tiling.plan import pad_tile
 
 __all__ = ["PREFETCH_BATCHES", "TileData", "TileStream", "WindowReader"]
 

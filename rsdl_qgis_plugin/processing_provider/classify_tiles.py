@@ -21,7 +21,7 @@ from qgis.core import (
 from ..core.contract.model_spec import ModelType
 from ..core.errors import CancelledError
 from ..core.raster.grid import RasterGrid
-from ..core.tiling.plan import TileWindow
+from ..core.tiling.layouts import TileWindow
 from ..inference.classifier import Classifier, TileGrid, classify_in_batches
 from ..inference.tile_stream import TileStream
 from ..qgis_io.compat import FAST_INSERT, NUMBER_DOUBLE, SOURCE_VECTOR_POLYGON, WKB_POLYGON

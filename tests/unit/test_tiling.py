@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from rsdl_qgis_plugin.core.errors import RsdlError
 from rsdl_qgis_plugin.core.tiling.blending import BlendMode, StreamingBlender, tile_weights
-from rsdl_qgis_plugin.core.tiling.plan import TilePlan, TileWindow, pad_tile
+from rsdl_qgis_plugin.core.tiling.layouts import TileWindow
+from rsdl_qgis_plugin.core.tiling.plan import TilePlan, pad_tile
 
 ALL_MODES = list(BlendMode)
 

@@ -7,6 +7,11 @@ from typing import NamedTuple
 from ..errors import ModelSpecError
 from .model_spec import DEFAULT_MAX_PIXEL_VALUE, ModelSpec
 
+__all__ = [
+    "RasterCompatibility",
+    "check_raster_compatibility",
+]
+
 _EIGHT_BIT_TYPES = frozenset({"byte", "uint8", "int8"})
 
 

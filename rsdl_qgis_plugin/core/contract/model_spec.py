@@ -57,6 +57,15 @@ import numpy as np
 from ..errors import ModelSpecError
 from ..labels.label_rules import unnamed_class_name
 
+__all__ = [
+    "DEFAULT_MAX_PIXEL_VALUE",
+    "DEFAULT_SEG_THRESH",
+    "SPEC_VERSION",
+    "TORCHSCRIPT_SPEC_FILE",
+    "ModelSpec",
+    "ModelType",
+]
+
 SPEC_VERSION = 1
 DEFAULT_MAX_PIXEL_VALUE = 255.0
 DEFAULT_SEG_THRESH = 0.5

@@ -52,6 +52,28 @@ from ..errors import RsdlError
 from ..labels.label_rules import LabelClass, MaskValues, unnamed_class_name
 from .chips import ChipRules, ChipTally, ChipWindow, Split, SplitSettings
 
+__all__ = [
+    "BACKGROUND_COLOR",
+    "BACKGROUND_NAME",
+    "CLASSIFICATION_FOLDER",
+    "DATASET_FILE",
+    "IMAGES_FOLDER",
+    "INDEX_FILE",
+    "INDEX_LAYER",
+    "LAYOUT_VERSION",
+    "MASKS_FOLDER",
+    "ChipRecord",
+    "ClassFolders",
+    "class_entries",
+    "classification_chip_path",
+    "dataset_document",
+    "image_chip_path",
+    "load_dataset_document",
+    "mask_chip_path",
+    "pixel_field",
+    "safe_folder_name",
+]
+
 LAYOUT_VERSION = 1
 DATASET_FILE = "dataset.json"
 INDEX_FILE = "index.gpkg"

@@ -45,6 +45,28 @@ from ..errors import RsdlError
 from ..metrics.class_statistics import ClassStatistics
 from ..tiling.layouts import TileLayout, flush_end_starts
 
+__all__ = [
+    "CHIP_MODE_DESCRIPTIONS",
+    "DEFAULT_BLOCK_CHIPS",
+    "MIN_CHIP_SIZE",
+    "BlockSplit",
+    "ChipDecision",
+    "ChipMode",
+    "ChipOutcome",
+    "ChipPlan",
+    "ChipRules",
+    "ChipTally",
+    "ChipWindow",
+    "Split",
+    "SplitSettings",
+    "chip_class",
+    "chip_offsets",
+    "decide_chip",
+    "foreground_pixels",
+    "keep_empty_chip",
+    "unit_hash",
+]
+
 MIN_CHIP_SIZE = 8
 DEFAULT_BLOCK_CHIPS = 8  # default block side, in chips
 _BLOCK_STREAM = 1  # hash streams: block ranking and empty-chip sampling draw independently

@@ -21,6 +21,19 @@ from pathlib import Path
 
 from ..errors import RsdlError
 
+__all__ = [
+    "RASTER_SIDECARS",
+    "TEMP_MARKER",
+    "AtomicOutputs",
+    "atomic_file",
+    "atomic_folder",
+    "check_output_folder",
+    "leftover_temporaries",
+    "public_path",
+    "release_failed_frames",
+    "temporary_sibling",
+]
+
 TEMP_MARKER = ".rsdl-tmp-"
 RASTER_SIDECARS = (".aux.xml",)
 

@@ -22,6 +22,23 @@ import numpy as np
 
 from ..errors import LabelValueError
 
+__all__ = [
+    "OVERLAP_RULE_DESCRIPTIONS",
+    "UINT_DTYPES",
+    "LabelClass",
+    "MaskValues",
+    "OverlapRule",
+    "assign_text_class_values",
+    "check_classes_against_mask_values",
+    "class_value_from_number",
+    "default_class_color",
+    "hex_to_rgb",
+    "make_label_classes",
+    "smallest_unsigned_dtype",
+    "text_class_name",
+    "unnamed_class_name",
+]
+
 UINT_DTYPES = (np.uint8, np.uint16, np.uint32)
 
 

@@ -19,6 +19,13 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "MAX_DENSE_CODES",
+    "ClassMetrics",
+    "ConfusionMatrix",
+    "PairCounts",
+]
+
 # Pairs are counted with bincount on dense codes while (top value + 1)^2 stays this small (8 MB
 # of counts), else with np.unique on 64-bit codes.
 MAX_DENSE_CODES = 1 << 20

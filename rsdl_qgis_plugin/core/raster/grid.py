@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from ..errors import GridError
 
+__all__ = [
+    "MAX_GRID_PIXELS",
+    "RasterGrid",
+]
+
 # A pixel count above this is almost surely a unit mistake (degrees vs metres).
 MAX_GRID_PIXELS = 2**36
 

@@ -8,6 +8,10 @@ from pathlib import Path
 from ..files.atomic_output import AtomicOutputs
 from .figures import new_figure, save_png
 
+__all__ = [
+    "write_class_chart",
+]
+
 
 def write_class_chart(
     rows: list[dict[str, object]],

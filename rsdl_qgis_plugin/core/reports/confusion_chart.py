@@ -11,6 +11,11 @@ import numpy as np
 
 from .figures import new_figure
 
+__all__ = [
+    "MAX_ANNOTATED_SHARES",
+    "confusion_figure",
+]
+
 MAX_ANNOTATED_SHARES = 8  # above this many classes, cells show the count only
 
 

@@ -12,6 +12,14 @@ import html
 import io
 from typing import Any
 
+__all__ = [
+    "COUNT_COLUMNS",
+    "CSV_COLUMNS",
+    "SUMMARY",
+    "metrics_csv",
+    "metrics_html",
+]
+
 CSV_COLUMNS = ("value", "name", "iou", "f1", "precision", "recall", "support", "predicted")
 COUNT_COLUMNS = ("value", "name", "support", "predicted")
 SUMMARY = (

@@ -14,6 +14,12 @@ from typing import Any
 from ..errors import RsdlError
 from ..files.atomic_output import AtomicOutputs, atomic_file
 
+__all__ = [
+    "figure_png",
+    "new_figure",
+    "save_png",
+]
+
 
 def new_figure(width: float, height: float, dpi: int = 120, purpose: str = "This figure") -> Any:
     """A matplotlib ``Figure`` of ``width`` x ``height`` inches; a clear error without matplotlib."""

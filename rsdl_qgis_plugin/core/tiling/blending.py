@@ -37,7 +37,16 @@ import enum
 
 import numpy as np
 
-from .plan import TilePlan, TileWindow, Window, check_tile_parameters
+from .layouts import TileWindow, Window
+from .plan import TilePlan, check_tile_parameters
+
+__all__ = [
+    "GAUSSIAN_SIGMA_FRACTION",
+    "MIN_RELATIVE_WEIGHT",
+    "BlendMode",
+    "StreamingBlender",
+    "tile_weights",
+]
 
 GAUSSIAN_SIGMA_FRACTION = 1 / 8  # sigma of the Gaussian window, as a fraction of the tile size
 MIN_RELATIVE_WEIGHT = 1e-6  # weight floor, relative to the window's peak

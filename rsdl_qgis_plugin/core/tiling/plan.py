@@ -28,6 +28,12 @@ import numpy as np
 from ..errors import RsdlError
 from .layouts import Padding, TileLayout, TileWindow, Window, centred_starts
 
+__all__ = [
+    "TilePlan",
+    "check_tile_parameters",
+    "pad_tile",
+]
+
 
 def pad_tile(data: np.ndarray, padding: Padding) -> np.ndarray:
     """Pad a (C, h, w) array to the tile size by reflection (numpy 'reflect' = OpenCV BORDER_REFLECT_101).
