@@ -46,6 +46,7 @@ __all__ = [
     "OnnxBackend",
     "TensorInfo",
     "TorchScriptBackend",
+    "batch_failure",
     "check_class_names",
     "is_out_of_memory",
     "load_model",
@@ -217,6 +218,14 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or any(text in str(error).lower() for text in _OUT_OF_MEMORY_TEXTS)
 
 
+def batch_failure(error: Exception, kind: str, path: str, batch: np.ndarray) -> Exception:
+    """What a failed forward pass raises: ``MemoryError`` when the runtime ran out of memory (the
+    caller knows the batch to lower), else a ``ModelError`` naming the model and the batch shape."""
+    if is_out_of_memory(error):
+        return MemoryError(str(error))
+    return ModelError(f"The {kind} model '{path}' failed on a batch of {list(batch.shape)}: {error}")
+
+
 def out_of_memory_error(
     backend: Any, count: int, unit: str, tile_size: int, error: BaseException
 ) -> ModelError:
@@ -380,11 +389,7 @@ class OnnxBackend(ModelBackend):
         try:
             return self._session.run(None, {self._input_name: batch})
         except Exception as error:
-            if is_out_of_memory(error):
-                raise MemoryError(str(error)) from None  # the caller knows the batch to lower
-            raise ModelError(
-                f"The ONNX model '{self.path}' failed on a batch of {list(batch.shape)}: {error}"
-            ) from None
+            raise batch_failure(error, "ONNX", self.path, batch) from None
 
 
 class TorchScriptBackend(ModelBackend):
@@ -433,11 +438,7 @@ class TorchScriptBackend(ModelBackend):
             with torch.inference_mode():
                 result = self._module(torch.from_numpy(batch).to(self._device))
         except Exception as error:
-            if is_out_of_memory(error):
-                raise MemoryError(str(error)) from None  # the caller knows the batch to lower
-            raise ModelError(
-                f"The TorchScript model '{self.path}' failed on a batch of {list(batch.shape)}: {error}"
-            ) from None
+            raise batch_failure(error, "TorchScript", self.path, batch) from None
         if isinstance(result, dict):
             result = list(result.values())
         elif not isinstance(result, (list, tuple)):

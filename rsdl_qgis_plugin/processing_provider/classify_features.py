@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import math
-from array import array
-from collections import Counter
 from typing import Any
 
 import numpy as np
 from qgis.core import (
     QgsCoordinateTransform,
-    QgsCsException,
     QgsFeature,
     QgsFeatureRequest,
-    QgsGeometry,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeatureSource,
@@ -23,73 +18,19 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
-    QgsRectangle,
+    QgsRasterLayer,
 )
 
 from ..core.contract.model_spec import ModelType
-from ..core.errors import CancelledError
-from ..inference.classifier import Classifier, classify_in_batches, crop_square
-from ..qgis_io.compat import (
-    FAST_INSERT,
-    NUMBER_DOUBLE,
-    SKIP_GEOMETRY_VALIDITY_CHECKS,
-    SOURCE_VECTOR_ANY_GEOMETRY,
-)
+from ..inference.classifier import Classifier, crop_square
+from ..inference.feature_results import FeatureResults, collect_probabilities
+from ..qgis_io.compat import FAST_INSERT, NUMBER_DOUBLE, SOURCE_VECTOR_ANY_GEOMETRY
+from ..qgis_io.feature_crops import ALL_FEATURES, FeatureCrops
 from ..qgis_io.provider_reader import ProviderWindowReader
 from .classify_base import ClassifyAlgorithm
 
 DEFAULT_MARGIN_PERCENT = 10.0
 CLASSIFY_SHARE = 90.0  # percent of the progress bar for classifying; the rest is writing
-# Every feature is copied, invalid geometries included: only their bounding box is used.
-ALL_FEATURES = SKIP_GEOMETRY_VALIDITY_CHECKS
-
-# Why a feature got no class, as counted in the log.
-OUTSIDE = "outside the raster"
-NO_GEOMETRY = "with no usable geometry (missing, empty or not transformable)"
-NO_DATA = "over nodata only"
-
-
-def _bounds_in(geometry: QgsGeometry, transform: QgsCoordinateTransform) -> QgsRectangle | None:
-    """The geometry's bounding box in the raster's CRS; None for a missing, empty or
-    untransformable geometry."""
-    if geometry is None or geometry.isNull() or geometry.isEmpty():
-        return None
-    moved = QgsGeometry(geometry)
-    try:
-        moved.transform(transform)
-    except QgsCsException:
-        return None
-    bounds = moved.boundingBox()
-    corners = (bounds.xMinimum(), bounds.yMinimum(), bounds.xMaximum(), bounds.yMaximum())
-    return bounds if all(math.isfinite(value) for value in corners) else None
-
-
-class FeatureResults:
-    """Probabilities by feature id, compact (8 + 4 x classes bytes per feature), for the second pass."""
-
-    def __init__(self, classes: int) -> None:
-        self.classes = classes
-        self._ids = array("q")
-        self._values = array("f")
-        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
-
-    def add(self, ids: np.ndarray, probabilities: np.ndarray) -> None:
-        self._ids.extend(int(i) for i in ids)
-        self._values.extend(probabilities.astype(np.float32).ravel().tolist())
-        self._sorted = None
-
-    def get(self, feature_id: int) -> np.ndarray:
-        """The feature's probabilities; NaN when it was not classified."""
-        if self._sorted is None:
-            ids = np.frombuffer(self._ids, dtype=np.int64) if self._ids else np.zeros(0, np.int64)
-            order = np.argsort(ids, kind="stable")
-            values = np.frombuffer(self._values, dtype=np.float32).reshape(-1, self.classes)
-            self._sorted = ids[order], values[order]
-        ids, values = self._sorted
-        position = int(np.searchsorted(ids, feature_id))
-        if position < len(ids) and ids[position] == feature_id:
-            return values[position]
-        return np.full(self.classes, np.nan, dtype=np.float32)
 
 
 class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
@@ -157,48 +98,14 @@ class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
         layer = self.raster_layer(parameters, self.RASTER, context)
         classifier, bands = self.load_classifier(parameters, context, feedback, layer, None, False)
         margin = self.parameterAsDouble(parameters, self.MARGIN, context)
-        transform = QgsCoordinateTransform(source.sourceCrs(), layer.crs(), context.transformContext())
-        reader = ProviderWindowReader(layer.dataProvider().clone(), None, bands)
-        raster_extent = layer.extent()
-        tile = classifier.tile_size
-        point_side = tile * layer.rasterUnitsPerPixelX()
-        total = source.featureCount()  # -1 when the provider cannot tell: no progress then
-        missing: Counter[str] = Counter()
-
-        def crops():
-            request = QgsFeatureRequest().setNoAttributes()
-            for number, feature in enumerate(source.getFeatures(request, ALL_FEATURES)):
-                if feedback.isCanceled():
-                    raise CancelledError()
-                if total > 0:
-                    feedback.setProgress(CLASSIFY_SHARE * number / total)
-                bounds = _bounds_in(feature.geometry(), transform)
-                if bounds is None:
-                    missing[NO_GEOMETRY] += 1
-                    continue
-                if not bounds.intersects(raster_extent):
-                    missing[OUTSIDE] += 1
-                    continue
-                square = crop_square(
-                    (bounds.xMinimum(), bounds.yMinimum(), bounds.xMaximum(), bounds.yMaximum()),
-                    margin,
-                    point_side,
-                )
-                data, valid = reader.read_extent(QgsRectangle(*square), tile, tile)
-                if not valid.any():
-                    missing[NO_DATA] += 1
-                    continue
-                yield feature.id(), data
-
-        results = FeatureResults(len(classifier.class_names))
         batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
-        for keys, classification in classify_in_batches(classifier, crops(), batch_size):
-            results.add(keys, classification.probabilities)
-            if feedback.isCanceled():
-                raise CancelledError()
 
+        crops = self._feature_crops(source, layer, bands, classifier.tile_size, margin, context)
+        results = collect_probabilities(
+            classifier, crops.read(source, feedback, CLASSIFY_SHARE), batch_size, feedback.isCanceled
+        )
         dest_id, written, classified = self._write(parameters, context, feedback, source, classifier, results)
-        for reason, count in sorted(missing.items()):
+        for reason, count in sorted(crops.missing.items()):
             feedback.pushWarning(f"{count} feature(s) {reason}: their class is NULL.")
         feedback.pushInfo(f"Features: {classified} classified, {written - classified} with a NULL class.")
         return {
@@ -207,6 +114,26 @@ class ClassifyFeaturesAlgorithm(ClassifyAlgorithm):
             self.CLASSIFIED: classified,
             self.NOT_CLASSIFIED: written - classified,
         }
+
+    @staticmethod
+    def _feature_crops(
+        source: QgsProcessingFeatureSource,
+        layer: QgsRasterLayer,
+        bands: tuple[int, ...],
+        tile: int,
+        margin: float,
+        context: QgsProcessingContext,
+    ) -> FeatureCrops:
+        """Crops of ``tile`` pixels around the features, ``margin`` percent wider than their bounds;
+        a point's crop is one tile at the raster's pixel size."""
+        point_side = tile * layer.rasterUnitsPerPixelX()
+        return FeatureCrops(
+            ProviderWindowReader(layer.dataProvider().clone(), None, bands),
+            QgsCoordinateTransform(source.sourceCrs(), layer.crs(), context.transformContext()),
+            layer.extent(),
+            tile,
+            lambda bounds: crop_square(bounds, margin, point_side),
+        )
 
     def _write(
         self,

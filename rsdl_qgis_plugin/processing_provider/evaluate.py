@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from osgeo import gdal
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -22,17 +22,18 @@ from qgis.core import (
 
 from ..core.errors import RsdlError
 from ..core.files.atomic_output import AtomicOutputs, atomic_file
-from ..core.labels.class_matching import ClassMatching, match_classes, reference_class_names
+from ..core.labels.class_matching import reference_class_names
+from ..core.metrics.class_scoring import match_for_scoring, score_matched
 from ..core.metrics.confusion import ConfusionMatrix, PairCounts
 from ..core.reports.confusion_chart import confusion_figure
 from ..core.reports.evaluation_report import metrics_csv, metrics_html
 from ..core.reports.figures import figure_png, save_png
 from ..qgis_io.class_pairs import count_class_pairs
+from ..qgis_io.class_raster import class_raster_names, open_class_raster
 from ..qgis_io.compat import SOURCE_VECTOR_ANY_GEOMETRY
 from ..qgis_io.gdal_calls import raise_if_cancelled
 from ..qgis_io.label_source import LabelMask, LabelSource, label_mask
-from ..qgis_io.mask_description import UNSIGNED_GDAL_TYPES, MaskDescription, class_names
-from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal
+from ..qgis_io.raster_grid import grid_from_raster_layer
 from .base_algorithm import RsdlAlgorithm
 from .label_parameters import LabelParameters
 
@@ -48,110 +49,16 @@ GRID_HINT = (
 )
 
 
-def _check_class_raster(dataset: gdal.Dataset, layer: QgsRasterLayer) -> None:
-    """Refuse a prediction that is not one band of class numbers, naming what it is."""
-    if dataset.RasterCount != 1:
-        raise RsdlError(
-            f"PREDICTION: '{layer.name()}' has {dataset.RasterCount} bands; a class raster has one "
-            "band of class values (e.g. the OUTPUT of rsdl:segment)."
-        )
-    data_type = dataset.GetRasterBand(1).DataType
-    if data_type not in UNSIGNED_GDAL_TYPES:
-        raise RsdlError(
-            f"PREDICTION: '{layer.name()}' holds {gdal.GetDataTypeName(data_type)} values; a class "
-            "raster holds unsigned whole numbers (Byte, UInt16 or UInt32). Regression outputs "
-            "cannot be scored with class metrics; convert a class raster with Raster > "
-            "Conversion > Translate."
-        )
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """What a run scores against what, and where its reports go ('' for none)."""
 
-
-def _prediction_names(prediction: gdal.Dataset) -> dict[int, str]:
-    """The class raster's class names, less its nodata value."""
-    names = class_names(prediction)
-    nodata = prediction.GetRasterBand(1).GetNoDataValue()
-    if nodata is not None:
-        names.pop(int(nodata), None)
-    return names
-
-
-def _no_shared_class(source: LabelSource, reference: dict[int, str], prediction: dict[int, str]) -> RsdlError:
-    """The error for reference and predicted classes that share no name, naming the way out."""
-
-    def listed(names: dict[int, str]) -> str:
-        return ", ".join(f"'{name}' ({value})" for value, name in sorted(names.items()))
-
-    if source.mask is not None:
-        fix = (
-            "rasterize the labels again (rsdl:rasterizelabels) with FIELD holding class names, or "
-            "NAME_FIELD naming each class value, as the model names them"
-        )
-    else:
-        fix = (
-            "give FIELD (a field of class names) or NAME_FIELD (a field naming each class value) "
-            "so that the labels name their classes as the model does, or rename the label layers "
-            "after the model's classes"
-        )
-    return RsdlError(
-        f"No reference class is named like a class of the class raster: the reference has "
-        f"{listed(reference)}, the class raster {listed(prediction)}. Scored by name, every "
-        f"labelled pixel would count as an error. To fix it, {fix} (make demo: LABEL_FIELD, "
-        "LABEL_NAME_FIELD); or, when the values already mean the same classes, set CLASS_MATCHING "
-        "to 1 (by value)."
-    )
-
-
-def _match(
-    mask: LabelMask,
-    source: LabelSource,
-    prediction: dict[int, str],
-    values: set[int],
-    by_value: bool,
-    feedback: QgsProcessingFeedback,
-) -> ClassMatching:
-    """Which reference class is which predicted class (CLASS_MATCHING), logged."""
-    reference = reference_class_names(mask.description.classes, mask.description.values)
-    if by_value:
-        return ClassMatching(names={**reference, **prediction})
-    matching = match_classes(reference, prediction, values, reference_unnamed=mask.names_from_layers)
-    if matching.no_shared_foreground:
-        raise _no_shared_class(source, reference, prediction)
-    if matching.single_class is not None:
-        label_name, predicted_name = matching.single_class
-        feedback.pushInfo(
-            f"The labels' only class '{label_name}' is named after its layer, not by a field; it is "
-            f"scored as the class raster's only class '{predicted_name}'. Give FIELD or NAME_FIELD "
-            "to name the reference classes yourself."
-        )
-    if not matching.by_name:
-        if reference and prediction:
-            feedback.pushWarning(
-                "The reference and the class raster share no class name; classes are matched "
-                "by value. Check that the values mean the same classes."
-            )
-        return matching
-    for old, new in sorted(matching.reference_values.items()):
-        feedback.pushInfo(
-            f"Reference class '{reference.get(old, old)}' ({old}) is scored as value {new} "
-            f"('{matching.names.get(new, new)}')."
-        )
-    if matching.unmatched_reference:
-        feedback.pushWarning(
-            "Reference classes the class raster does not name (every pixel of theirs counts as "
-            f"an error): {', '.join(matching.unmatched_reference)}."
-        )
-    return matching
-
-
-def _score(
-    counts: PairCounts, matching: ClassMatching, prediction: dict[int, str], description: MaskDescription
-) -> tuple[ConfusionMatrix, dict[str, Any]]:
-    """The confusion matrix of the matched classes and its metrics."""
-    reference = reference_class_names(description.classes, description.values)
-    known_values = set(prediction) | {matching.reference_values.get(v, v) for v in reference}
-    matrix = ConfusionMatrix.from_counts(counts.relabelled(matching.reference_values), known_values)
-    metrics = matrix.as_dict(matching.names)
-    metrics["class_matching"] = "by name" if matching.by_name else "by value"
-    return matrix, metrics
+    prediction: QgsRasterLayer
+    source: LabelSource
+    by_value: bool
+    html_path: str
+    csv_path: str
+    png_path: str
 
 
 class EvaluateAlgorithm(RsdlAlgorithm):
@@ -270,45 +177,32 @@ class EvaluateAlgorithm(RsdlAlgorithm):
     def compute(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
-        prediction_layer = self.parameterAsRasterLayer(parameters, self.PREDICTION, context)
-        if prediction_layer is None or not prediction_layer.isValid():
-            raise RsdlError("PREDICTION: choose the class raster to evaluate.")
-        source = LabelParameters.read_source(
-            self, parameters, context, self.REFERENCE, self.LABELS, ONE_REFERENCE, ONE_REFERENCE
-        )
-        grid = grid_from_raster_layer(prediction_layer)
-        prediction = open_gdal(prediction_layer)
-        _check_class_raster(prediction, prediction_layer)
-        html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-        csv_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context)
-        png_path = self.parameterAsFileOutput(parameters, self.CONFUSION_PNG, context)
-        by_value = self.parameterAsEnum(parameters, self.CLASS_MATCHING, context) == 1
-
-        steps = QgsProcessingMultiStepFeedback(source.step_count, feedback)
+        settings = self._read_settings(parameters, context)
+        layer = settings.prediction
+        grid = grid_from_raster_layer(layer)
+        prediction = open_class_raster(layer)
+        steps = QgsProcessingMultiStepFeedback(settings.source.step_count, feedback)
         work_parent = QgsProcessingUtils.tempFolder()
         transform = context.transformContext()
-        with label_mask(
-            source, prediction_layer, grid, None, work_parent, transform, steps, GRID_HINT
-        ) as mask:
+        with label_mask(settings.source, layer, grid, None, work_parent, transform, steps, GRID_HINT) as mask:
             counts = count_class_pairs(prediction, mask.dataset, mask.description.values.ignore_value, steps)
         if not counts.counts:
             raise RsdlError(
-                f"No pixel to evaluate: all {counts.excluded:,} pixels of '{prediction_layer.name()}' "
+                f"No pixel to evaluate: all {counts.excluded:,} pixels of '{layer.name()}' "
                 "are nodata in it, or ignore/nodata in the reference. Check that the labels cover "
                 "the class raster, and the IGNORE_VALUE and UNLABELLED settings."
             )
-        prediction_names = _prediction_names(prediction)
-        matching = _match(mask, source, prediction_names, counts.values(), by_value, feedback)
-        matrix, metrics = _score(counts, matching, prediction_names, mask.description)
+        matrix, metrics = self._score(settings, counts, mask, class_raster_names(prediction), feedback)
         self._log(metrics, feedback)
         raise_if_cancelled(feedback)
 
         inputs = [
-            ("Class raster (prediction)", prediction_layer.source()),
-            ("Reference", source.describe()),
+            ("Class raster (prediction)", layer.source()),
+            ("Reference", settings.source.describe()),
             ("Classes matched", metrics["class_matching"]),
             ("Reference ignore value", str(mask.description.values.ignore_value)),
         ]
+        html_path, csv_path, png_path = settings.html_path, settings.csv_path, settings.png_path
         self._write_outputs(metrics, matrix, inputs, html_path, csv_path, png_path, feedback)
         return {
             self.OUTPUT_HTML: html_path or None,
@@ -320,6 +214,46 @@ class EvaluateAlgorithm(RsdlAlgorithm):
             self.MEAN_F1: metrics["mean_f1"],
             self.METRICS: json.dumps(metrics),
         }
+
+    def _read_settings(self, parameters: dict[str, Any], context: QgsProcessingContext) -> EvaluateSettings:
+        prediction = self.parameterAsRasterLayer(parameters, self.PREDICTION, context)
+        if prediction is None or not prediction.isValid():
+            raise RsdlError("PREDICTION: choose the class raster to evaluate.")
+        source = LabelParameters.read_source(
+            self, parameters, context, self.REFERENCE, self.LABELS, ONE_REFERENCE, ONE_REFERENCE
+        )
+        return EvaluateSettings(
+            prediction,
+            source,
+            by_value=self.parameterAsEnum(parameters, self.CLASS_MATCHING, context) == 1,
+            html_path=self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context),
+            csv_path=self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context),
+            png_path=self.parameterAsFileOutput(parameters, self.CONFUSION_PNG, context),
+        )
+
+    @staticmethod
+    def _score(
+        settings: EvaluateSettings,
+        counts: PairCounts,
+        mask: LabelMask,
+        prediction_names: dict[int, str],
+        feedback: QgsProcessingFeedback,
+    ) -> tuple[ConfusionMatrix, dict[str, Any]]:
+        """Match the classes (CLASS_MATCHING), say how, and score the matched pairs."""
+        reference_names = reference_class_names(mask.description.classes, mask.description.values)
+        scoring = match_for_scoring(
+            reference_names,
+            prediction_names,
+            counts.values(),
+            settings.by_value,
+            reference_unnamed=mask.names_from_layers,
+            labels_from_mask=settings.source.mask is not None,
+        )
+        for message in scoring.infos:
+            feedback.pushInfo(message)
+        for message in scoring.warnings:
+            feedback.pushWarning(message)
+        return score_matched(counts, scoring.matching, prediction_names, reference_names)
 
     @staticmethod
     def _log(metrics: dict[str, Any], feedback: QgsProcessingFeedback) -> None:

@@ -1,22 +1,20 @@
 """rsdl:exportchips: cut an image and its labels into training chips with a spatial split.
 
-The chip plan, split and keep rules are core/datasets/chips.py; the folder layout is
-core/datasets/chip_folder.py (both docstrings are part of the algorithm's help). The image is read
-in strips of chip-size rows, so memory stays at about chip size x image width x bands whatever the
-image size.
+Declares and reads the parameters into ChipExportSettings (core/datasets/chip_export.py); the
+chips are cut and the dataset written by qgis_io/chip_export.py. The chip plan, split and keep rules
+are core/datasets/chips.py; the folder layout is core/datasets/chip_folder.py (both docstrings are
+part of the algorithm's help). The image is read in strips of chip-size rows, so memory stays at
+about chip size x image width x bands whatever the image size.
 Everything is written into a temporary folder that becomes OUTPUT only when complete.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from osgeo import gdal, gdal_array
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -28,194 +26,34 @@ from qgis.core import (
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsRasterLayer,
 )
 
 from ..core.datasets import chip_folder as chip_dataset
 from ..core.datasets import chips
-from ..core.datasets.chip_folder import (
-    BACKGROUND_NAME,
-    DATASET_FILE,
-    INDEX_FILE,
-    ChipRecord,
-    ClassFolders,
-    classification_chip_path,
-    dataset_document,
-    image_chip_path,
-    mask_chip_path,
-)
+from ..core.datasets.chip_export import ChipExportSettings
+from ..core.datasets.chip_folder import INDEX_FILE
 from ..core.datasets.chips import (
     CHIP_MODE_DESCRIPTIONS,
     DEFAULT_BLOCK_CHIPS,
-    BlockSplit,
-    ChipDecision,
     ChipMode,
-    ChipOutcome,
     ChipPlan,
     ChipRules,
-    ChipTally,
-    ChipWindow,
-    Split,
     SplitSettings,
-    decide_chip,
 )
 from ..core.errors import RsdlError
 from ..core.files.atomic_output import atomic_folder
-from ..core.labels.label_rules import LabelClass, make_label_classes, unnamed_class_name
-from ..core.metrics.class_statistics import ClassStatistics
 from ..core.raster.grid import RasterGrid
-from ..qgis_io.chip_index import write_chip_index
-from ..qgis_io.chip_writer import ChipFileWriter, Strip, StripReader
+from ..qgis_io.chip_export import cut_chips, write_chip_dataset
 from ..qgis_io.compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_ANY_GEOMETRY, SOURCE_VECTOR_POLYGON
 from ..qgis_io.gdal_calls import raise_if_cancelled
-from ..qgis_io.label_source import LabelSource, label_mask
-from ..qgis_io.mask_description import MaskDescription
+from ..qgis_io.label_source import label_mask
 from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal
 from .base_algorithm import RsdlAlgorithm
 from .label_parameters import LabelParameters
-from .reports import class_table, log_class_table
 
 GRID_HINT = (
     "Rasterize the labels with the image as REFERENCE (rsdl:rasterizelabels), or give them as vector LABELS."
 )
-
-
-class _ChipCutter:
-    """Decides, writes and records the chips of one run (one instance per run, never on the algorithm)."""
-
-    def __init__(
-        self,
-        folder: Path,
-        rules: ChipRules,
-        description: MaskDescription,
-        writer: ChipFileWriter,
-    ) -> None:
-        self.folder = folder
-        self.rules = rules
-        self.ignore_value = description.values.ignore_value
-        self.writer = writer
-        self.names = {c.value: c.name for c in description.classes}
-        if rules.background_value is not None:
-            self.names.setdefault(rules.background_value, BACKGROUND_NAME)
-        self.folders = ClassFolders(self.names) if rules.mode.writes_classification else None
-        self.tally = ChipTally(self.ignore_value, classification=rules.mode.writes_classification)
-        self.records: list[ChipRecord] = []
-
-    def drop_straddling(self) -> None:
-        self.tally.add(ChipDecision(ChipOutcome.STRADDLING))
-
-    def cut(self, strip: Strip, window: ChipWindow, split: Split) -> None:
-        mask = strip.mask_chip(window, self.ignore_value)
-        statistics = ClassStatistics(self.ignore_value)
-        statistics.add_block(mask)
-        decision = decide_chip(window, strip.image_all_nodata(window), statistics, self.rules)
-        self.tally.add(decision, split, statistics)
-        if decision.outcome != ChipOutcome.WRITTEN:
-            return
-        image = strip.image_chip(window)
-        image_path = mask_path = class_path = class_name = None
-        if self.rules.mode.writes_segmentation:
-            image_path = image_chip_path(split, window.chip_id)
-            mask_path = mask_chip_path(split, window.chip_id)
-            self.writer.write_image(self.folder, image_path, window, image)
-            self.writer.write_mask(self.folder, mask_path, window, mask)
-        if decision.class_value is not None and self.folders is not None:
-            class_name = self.names.get(decision.class_value, unnamed_class_name(decision.class_value))
-            class_folder = self.folders.folder(decision.class_value, class_name)
-            class_path = classification_chip_path(split, class_folder, window.chip_id)
-            self.writer.write_image(self.folder, class_path, window, image)
-        self.records.append(
-            ChipRecord(
-                window,
-                split,
-                image_path,
-                mask_path,
-                class_path,
-                decision.class_value,
-                class_name,
-                dict(statistics.counts),
-                statistics.ignored,
-            )
-        )
-
-
-def _cut_all(
-    plan: ChipPlan,
-    block_split: BlockSplit,
-    reader: StripReader,
-    cutter: _ChipCutter,
-    feedback: QgsProcessingFeedback,
-) -> None:
-    """Walk the plan strip by strip; a strip is read only when one of its chips has a split."""
-    rows = plan.row_offsets
-    for number, row in enumerate(rows):
-        raise_if_cancelled(feedback)
-        placed = []
-        for window in plan.row(row):
-            split = block_split.split_of(window)
-            if split is None:
-                cutter.drop_straddling()
-            else:
-                placed.append((window, split))
-        if placed:
-            strip = reader.read(row, feedback)
-            for window, split in placed:
-                raise_if_cancelled(feedback)
-                cutter.cut(strip, window, split)
-        feedback.setProgress(100.0 * (number + 1) / len(rows))
-
-
-def _all_classes(description: MaskDescription, tally: ChipTally, background: int | None) -> list[LabelClass]:
-    """The described classes plus values found in the chips that nothing described."""
-    seen = {value for statistics in tally.statistics.values() for value in statistics.counts}
-    known = {c.value for c in description.classes} | ({background} if background is not None else set())
-    extra = make_label_classes({value: unnamed_class_name(value) for value in seen - known})
-    return sorted(description.classes + extra, key=lambda c: c.value)
-
-
-def _refuse_no_chips(tally: ChipTally, image_layer: QgsRasterLayer) -> None:
-    if tally.total_written == 0:
-        raise RsdlError(
-            f"No chip was written from image '{image_layer.name()}': "
-            f"{json.dumps(tally.counts())}. Check that the image holds data (not only "
-            "nodata), that the labels cover it and that CHIP_SIZE, KEEP_EMPTY and MIN_COVER "
-            "leave chips to keep."
-        )
-
-
-def _warn_empty_splits(tally: ChipTally, settings: SplitSettings, feedback: QgsProcessingFeedback) -> None:
-    for split, fraction in ((Split.VAL, settings.val_fraction), (Split.TEST, settings.test_fraction)):
-        if fraction > 0 and not tally.written.get(split):
-            feedback.pushWarning(
-                f"No chip went to '{split.value}' although its fraction is {fraction:g}: its "
-                "blocks hold only skipped chips. Try another SEED or a smaller SPLIT_BLOCK."
-            )
-
-
-def _labels_summary(source: LabelSource, writer: ChipFileWriter) -> dict[str, Any]:
-    return {
-        "mask": source.mask.source() if source.mask is not None else None,
-        "layers": [layer.source() for layer in source.layers],
-        "dtype": _dtype_name(writer.mask_type),
-    }
-
-
-def _image_summary(layer: QgsRasterLayer, dataset: gdal.Dataset, grid: RasterGrid) -> dict[str, Any]:
-    bands = [dataset.GetRasterBand(i) for i in range(1, dataset.RasterCount + 1)]
-    return {
-        "path": layer.source(),
-        "width": grid.width,
-        "height": grid.height,
-        "band_count": len(bands),
-        "dtype": _dtype_name(bands[0].DataType),
-        "nodata": [band.GetNoDataValue() for band in bands],
-        "crs_wkt": grid.crs_wkt,
-        "geotransform": list(grid.geotransform),
-    }
-
-
-def _dtype_name(gdal_type: int) -> str:
-    return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(gdal_type)).name
 
 
 class ExportChipsAlgorithm(RsdlAlgorithm):
@@ -378,7 +216,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
 
     def _settings(
         self, parameters: dict[str, Any], context: QgsProcessingContext, grid: RasterGrid
-    ) -> tuple[ChipPlan, SplitSettings, ChipRules]:
+    ) -> ChipExportSettings:
         chip_size = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context)
         block = self.parameterAsInt(parameters, self.SPLIT_BLOCK, context)
@@ -397,7 +235,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             keep_empty=self.parameterAsDouble(parameters, self.KEEP_EMPTY, context),
             seed=seed,
         )
-        return plan, split, rules
+        return ChipExportSettings(plan, split, rules)
 
     def compute(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -416,93 +254,22 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
         )
         grid = grid_from_raster_layer(image_layer)
         image = open_gdal(image_layer)
-        plan, split_settings, rules = self._settings(parameters, context, grid)
-        block_split = BlockSplit(grid.width, grid.height, plan.size, split_settings)
+        settings = self._settings(parameters, context, grid)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        feedback.pushInfo(
-            f"{len(plan)} chips of {plan.size} px every {plan.stride} px on a {grid.width} x {grid.height} "
-            f"image; split blocks of {split_settings.block_size} px: {block_split.block_counts()}."
-        )
+        feedback.pushInfo(settings.plan_message())
 
         steps = QgsProcessingMultiStepFeedback(source.step_count, feedback)
         transform = context.transformContext()
         with atomic_folder(output) as folder:
             # The temporary mask lives in the temporary output folder: gone with it on failure.
             with label_mask(source, image_layer, grid, image, folder, transform, steps, GRID_HINT) as mask:
-                values = mask.description.values
-                rules = dataclasses.replace(
-                    rules, background_value=None if values.unlabelled_is_ignore else values.background_value
-                )
-                writer = ChipFileWriter(image, mask.dataset, grid, values.ignore_value)
-                cutter = _ChipCutter(folder, rules, mask.description, writer)
-                _cut_all(plan, block_split, StripReader(image, mask.dataset, plan.size), cutter, steps)
-            description = mask.description
-
-            tally = cutter.tally
-            _refuse_no_chips(tally, image_layer)
-            classes = _all_classes(description, tally, rules.background_value)
-            pixel_values = sorted({c.value for c in classes} | set(cutter.names))
-            write_chip_index(
-                folder / INDEX_FILE, cutter.records, grid, writer.projection, pixel_values, feedback
-            )
-            statistics = self._report(classes, tally, description, feedback)
-            _warn_empty_splits(tally, split_settings, feedback)
-            document = dataset_document(
-                rules=rules,
-                chip_size=plan.size,
-                stride=plan.stride,
-                split=split_settings,
-                block_counts=block_split.block_counts(),
-                image=_image_summary(image_layer, image, grid),
-                labels=_labels_summary(source, writer),
-                classes=classes,
-                values=values,
-                folders=cutter.folders,
-                tally=tally,
-                statistics=statistics,
-            )
-            (folder / DATASET_FILE).write_text(json.dumps(document, indent=2), encoding="utf-8")
+                cutter = cut_chips(folder, settings, image, mask, grid, steps)
+            statistics = write_chip_dataset(folder, cutter, image_layer, image, source, feedback)
             raise_if_cancelled(feedback)  # a cancel after the last chip still leaves no folder
 
         return {
             self.OUTPUT: output,
             self.INDEX: str(Path(output) / INDEX_FILE),
-            self.CHIP_COUNTS: json.dumps(tally.counts()),
+            self.CHIP_COUNTS: json.dumps(cutter.tally.counts()),
             self.STATISTICS: json.dumps(statistics),
         }
-
-    @staticmethod
-    def _report(
-        classes: list[LabelClass],
-        tally: ChipTally,
-        description: MaskDescription,
-        feedback: QgsProcessingFeedback,
-    ) -> dict[str, Any]:
-        """Log chip counts and a class table per split; returns the tables by split name."""
-        counts = tally.counts()
-        feedback.pushInfo(
-            "Chips written: " + ", ".join(f"{split.value} {counts[split.value]}" for split in Split)
-        )
-        dropped = counts[ChipOutcome.STRADDLING.value]
-        if dropped:
-            feedback.pushWarning(
-                f"{dropped} chips touch split blocks of different splits and were dropped, so that "
-                "no validation or test chip overlaps a training chip."
-            )
-        for outcome in (ChipOutcome.NODATA, ChipOutcome.ALL_IGNORE, ChipOutcome.EMPTY, ChipOutcome.AMBIGUOUS):
-            if counts[outcome.value]:
-                feedback.pushInfo(f"{outcome.value.replace('_', ' ')}: {counts[outcome.value]} chips")
-        statistics: dict[str, Any] = {}
-        for split in Split:
-            split_statistics = tally.statistics.get(split)
-            if split_statistics is None:
-                continue
-            feedback.pushInfo(f"Split '{split.value}' ({tally.written[split]} chips):")
-            rows = class_table(classes, split_statistics, description.values)
-            log_class_table(rows, split_statistics.ignored, feedback)
-            statistics[split.value] = {
-                "chips": tally.written[split],
-                "classes": rows,
-                "ignored_pixels": split_statistics.ignored,
-            }
-        return statistics

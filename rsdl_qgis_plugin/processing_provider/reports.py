@@ -10,33 +10,15 @@ from ..core.files.atomic_output import AtomicOutputs, atomic_file
 from ..core.labels.label_rules import LabelClass, MaskValues
 from ..core.metrics.class_statistics import ClassStatistics
 from ..core.reports.class_chart import write_class_chart
-
-
-def class_table(
-    classes: list[LabelClass], statistics: ClassStatistics, values: MaskValues
-) -> list[dict[str, object]]:
-    """Rows per class (background included when it is a value of the mask), with colours."""
-    names = {c.value: c.name for c in classes}
-    colors = {c.value: c.color for c in classes}
-    if not values.unlabelled_is_ignore:
-        names.setdefault(values.background_value, "background")
-        colors.setdefault(values.background_value, "#000000")
-    rows = statistics.as_table(names)
-    for row in rows:
-        row["color"] = colors.get(int(row["value"]), "#808080")
-    return rows
+from ..core.reports.class_table import class_table, class_table_lines
 
 
 def log_class_table(rows: list[dict[str, object]], ignored: int, feedback: QgsProcessingFeedback) -> None:
-    feedback.pushInfo("Class pixel counts (suggested weights are inverse-frequency, 'balanced'):")
-    for row in rows:
-        feedback.pushInfo(
-            f"  {row['value']:>5}  {row['name']:<24} {row['pixels']:>12,} px  "
-            f"{100.0 * float(row['share']):6.2f}%  weight {row['weight']:.4f}"
-        )
-        if row["pixels"] == 0:
-            feedback.pushWarning(f"Class '{row['name']}' ({row['value']}) has no pixels on this grid.")
-    feedback.pushInfo(f"  ignore: {ignored:,} px")
+    for line in class_table_lines(rows, ignored):
+        if line.warning:
+            feedback.pushWarning(line.text)
+        else:
+            feedback.pushInfo(line.text)
 
 
 def report_class_statistics(

@@ -9,10 +9,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qgis.core import (
-    QgsFeature,
-    QgsField,
-    QgsFields,
-    QgsGeometry,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingMultiStepFeedback,
@@ -31,6 +27,7 @@ from ..core.contract.model_spec import ModelSpec, ModelType
 from ..core.contract.model_types import role_of
 from ..core.errors import CancelledError, RsdlError
 from ..core.files.atomic_output import AtomicOutputs
+from ..core.labels.class_matching import is_background_name
 from ..core.labels.label_rules import LabelClass, MaskValues
 from ..core.raster.grid import RasterGrid
 from ..core.tiling.blending import BlendMode
@@ -45,15 +42,11 @@ from ..inference.sinks import (
 )
 from ..qgis_io.area_mask import MaskedWindowReader, write_area_mask
 from ..qgis_io.compat import (
-    FAST_INSERT,
-    FIELD_DOUBLE,
-    FIELD_INT,
-    FIELD_STRING,
     NUMBER_DOUBLE,
     SOURCE_VECTOR_POLYGON,
     WKB_MULTIPOLYGON,
 )
-from ..qgis_io.polygonize import polygonize_classes
+from ..qgis_io.polygonize import add_class_polygons, class_polygon_fields, polygonize_classes
 from ..qgis_io.provider_reader import ProviderWindowReader
 from ..qgis_io.raster_description import RasterDescription, class_raster_description
 from ..qgis_io.raster_writer import GeoTiffRowWriter
@@ -229,7 +222,7 @@ class SegmentAlgorithm(ModelAlgorithm):
     ) -> str | None:
         """Polygonize the (still temporary) class raster into OUTPUT_POLYGONS."""
         names = {c.value: c.name for c in classes}
-        skip = {c.value for c in classes if c.name.lower() in ("background", "_background")}
+        skip = {c.value for c in classes if is_background_name(c.name)}
         # Polygonizing is the last 10 % of the progress bar (inference had the first 90 %).
         steps = QgsProcessingMultiStepFeedback(10, feedback)
         steps.setCurrentStep(9)
@@ -244,11 +237,7 @@ class SegmentAlgorithm(ModelAlgorithm):
         steps.setProgress(100.0)
         if feedback.isCanceled():  # the last moment a cancel can still leave no output at all
             raise CancelledError()
-        fields = QgsFields()
-        fields.append(QgsField("class_id", FIELD_INT))
-        fields.append(QgsField("class_name", FIELD_STRING))
-        fields.append(QgsField("mean_confidence", FIELD_DOUBLE))
-        fields.append(QgsField("area", FIELD_DOUBLE))
+        fields = class_polygon_fields()
         # The sink is created only now, so a failed or cancelled run leaves no polygon file.
         sink, sink_id = self.parameterAsSink(
             parameters, self.OUTPUT_POLYGONS, context, fields, WKB_MULTIPOLYGON, crs
@@ -256,22 +245,9 @@ class SegmentAlgorithm(ModelAlgorithm):
         if context.willLoadLayerOnCompletion(sink_id):
             styler = ClassVectorStyler.create("class_name", classes)
             context.layerToLoadOnCompletionDetails(sink_id).setPostProcessor(styler)
-        for polygon in polygons:
-            feature = QgsFeature(fields)
-            geometry = QgsGeometry()
-            geometry.fromWkb(polygon.wkb)
-            geometry.convertToMultiType()
-            feature.setGeometry(geometry)
-            feature.setAttributes(
-                [
-                    polygon.class_id,
-                    names.get(polygon.class_id, str(polygon.class_id)),
-                    polygon.mean_confidence,
-                    polygon.area,
-                ]
-            )
-            if not sink.addFeature(feature, FAST_INSERT):
-                break  # the check below names the failure and removes the partial file
+        # A refused feature stops the writing: the check below names the failure and removes the
+        # partial file.
+        add_class_polygons(sink, fields, polygons, names)
         del sink  # closes (commits) the file, so that it can be checked
         self.check_written_layer(sink_id, len(polygons), self.OUTPUT_POLYGONS)
         feedback.pushInfo(f"Polygons: {len(polygons)} class regions.")

@@ -2,19 +2,22 @@
 
 GDAL polygonizes the whole class raster (it streams by rows), so regions that cross tile seams
 come out as one polygon. Each polygon gets its class name and the mean confidence under it;
-small polygons are dropped and shapes optionally simplified.
+small polygons are dropped and shapes optionally simplified. ``add_class_polygons`` writes them
+to a QGIS feature sink as multipolygons with the fields of ``class_polygon_fields``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from osgeo import gdal, ogr, osr
-from qgis.core import QgsFeedback
+from qgis.core import QgsFeature, QgsFeatureSink, QgsFeedback, QgsField, QgsFields, QgsGeometry
 
+from .compat import FAST_INSERT, FIELD_DOUBLE, FIELD_INT, FIELD_STRING
 from .gdal_calls import check_gdal, progress_callback, raise_if_cancelled
 
 CLASS_FIELD = "class_id"
@@ -89,3 +92,41 @@ def polygonize_classes(
         mean = _mean_under(feature.GetGeometryRef(), confidence) if confidence is not None else None
         polygons.append(ClassPolygon(bytes(geometry.ExportToWkb()), class_id, geometry.GetArea(), mean))
     return polygons
+
+
+def class_polygon_fields() -> QgsFields:
+    """The attributes of a class polygon feature: class_id, class_name, mean_confidence, area."""
+    fields = QgsFields()
+    fields.append(QgsField("class_id", FIELD_INT))
+    fields.append(QgsField("class_name", FIELD_STRING))
+    fields.append(QgsField("mean_confidence", FIELD_DOUBLE))
+    fields.append(QgsField("area", FIELD_DOUBLE))
+    return fields
+
+
+def add_class_polygons(
+    sink: QgsFeatureSink, fields: QgsFields, polygons: Iterable[ClassPolygon], names: dict[int, str]
+) -> int:
+    """Add each polygon to ``sink`` as a multipolygon named by ``names`` (else by its value).
+
+    Stops at the first feature the sink refuses; returns how many were added, so that the caller
+    can tell a partial file (and name the failure)."""
+    added = 0
+    for polygon in polygons:
+        feature = QgsFeature(fields)
+        geometry = QgsGeometry()
+        geometry.fromWkb(polygon.wkb)
+        geometry.convertToMultiType()
+        feature.setGeometry(geometry)
+        feature.setAttributes(
+            [
+                polygon.class_id,
+                names.get(polygon.class_id, str(polygon.class_id)),
+                polygon.mean_confidence,
+                polygon.area,
+            ]
+        )
+        if not sink.addFeature(feature, FAST_INSERT):
+            break
+        added += 1
+    return added

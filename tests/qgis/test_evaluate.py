@@ -12,12 +12,13 @@ import shutil
 import numpy as np
 import pytest
 from osgeo import gdal, osr
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProcessingOutputHtml
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingOutputHtml
 
 from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.core.labels.label_rules import LabelClass, MaskValues
 from rsdl_qgis_plugin.qgis_io import class_pairs
 from rsdl_qgis_plugin.qgis_io.raster_description import apply_description, class_raster_description
+from tests.log_feedback import LogFeedback
 from tests.rasterize_cases import gdal_rasterize_oracle
 
 ALG = "rsdl:evaluate"
@@ -279,18 +280,6 @@ def test_outputs_appear_together_or_not_at_all(shared_data, run_algorithm, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-class _Log(QgsProcessingFeedback):
-    """Keeps what an algorithm logs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def pushInfo(self, info: str) -> None:
-        self.lines.append(info)
-        super().pushInfo(info)
-
-
 KAMPALA_TILES = [f"OAM-{x}-{y}-21.tif" for x in (1238448, 1238449, 1238450) for y in (1046529, 1046530)]
 
 
@@ -323,7 +312,7 @@ def test_labels_named_after_their_file_are_the_models_single_class(
     oracle = run_algorithm(
         ALG, {"PREDICTION": str(kampala_prediction), "LABELS": [str(labels)], "OUTPUT_HTML": None}
     )
-    log = _Log()
+    log = LogFeedback()
     result = run_algorithm(
         ALG,
         {"PREDICTION": str(kampala_prediction), "LABELS": [str(renamed)], "OUTPUT_HTML": None},

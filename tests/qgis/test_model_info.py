@@ -8,13 +8,13 @@ import pytest
 from qgis.core import (
     QgsApplication,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingProvider,
 )
 
 from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.processing_provider.model_info import ModelInfoAlgorithm
 from scripts.make_test_models import write_test_models
+from tests.log_feedback import LogFeedback
 
 PROVIDER_ID = "rsdltestmodelinfo"
 ALG = f"{PROVIDER_ID}:modelinfo"
@@ -34,16 +34,6 @@ class _ModelInfoProvider(QgsProcessingProvider):
         self.addAlgorithm(ModelInfoAlgorithm())
 
 
-class _Log(QgsProcessingFeedback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def pushInfo(self, info: str) -> None:
-        self.lines.append(info)
-        super().pushInfo(info)
-
-
 @pytest.fixture(scope="module")
 def run_model_info(run_processing):
     registry = QgsApplication.processingRegistry()
@@ -53,7 +43,7 @@ def run_model_info(run_processing):
         _KEEP_ALIVE.append(provider)
 
     def run(parameters):
-        log = _Log()
+        log = LogFeedback()
         return run_processing(ALG, parameters, log), "\n".join(log.lines)
 
     return run

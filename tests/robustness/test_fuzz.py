@@ -1,4 +1,4 @@
-"""Section 4: property tests (Hypothesis) that complete tests/unit/test_tiling.py.
+"""Section 4: property tests (Hypothesis) that complete tests/unit/test_plan.py and test_blending.py.
 
 That file already covers, over random raster sizes, tile sizes and overlaps: every pixel covered,
 centre regions exactly once, and the streaming blender returning its input (NaN at nodata) for

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import sys
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +12,11 @@ import numpy as np
 import pytest
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
-from rsdl_qgis_plugin.core.errors import MissingDependencyError, ModelError, pip_install_command
+from rsdl_qgis_plugin.core.errors import MissingDependencyError, ModelError
 from rsdl_qgis_plugin.inference.backends import (
     ModelFormat,
+    batch_failure,
+    is_out_of_memory,
     load_model,
     sniff_model_format,
     spec_input_channels,
@@ -352,29 +352,34 @@ def test_missing_torch_gives_the_install_command(models, monkeypatch):
         load_model(models["fcn_seg.pt"])
 
 
-def test_install_command_names_this_python_not_the_first_on_the_path(monkeypatch):
-    # Embedded in qgis_process, sys.executable is whatever python3 the PATH finds first.
-    monkeypatch.setattr(sys, "executable", "/home/user/.pyenv/shims/python3")
-    python = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    command = pip_install_command("onnxruntime")
-    assert command.startswith(f'"{os.path.join(sys.exec_prefix, "bin", python)}" -m pip install ')
-
-
-def test_install_command_for_an_externally_managed_python(monkeypatch, tmp_path):
-    (tmp_path / "EXTERNALLY-MANAGED").write_text("[externally-managed]\n")
-    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))
-    monkeypatch.setattr(sys, "base_prefix", sys.prefix)  # not a venv
-    assert pip_install_command("onnxruntime").endswith(
-        " -m pip install --user --break-system-packages onnxruntime"
-    )
-
-
-def test_install_command_on_windows_names_the_osgeo4w_shell(monkeypatch):
-    monkeypatch.setattr(sys, "platform", "win32")
-    assert "OSGeo4W Shell" in pip_install_command("onnxruntime")
-
-
 def test_torchscript_needs_bands_in_its_spec():
     with pytest.raises(ModelError, match="lists no 'bands'"):
         spec_input_channels(ModelSpec(), "model.pt")
     assert spec_input_channels(ModelSpec(bands=(1, 2, 3, 4)), "model.pt") == 4
+
+
+@pytest.mark.parametrize("name", ["fcn_seg.onnx", "fcn_seg.pt"])
+def test_a_batch_the_runtime_rejects_is_a_model_error_naming_model_and_shape(models, name):
+    if name not in models:
+        pytest.skip("torch is not installed")
+    backend = load_model(models[name])
+    wrong = np.zeros((2, 5, 32, 32), dtype=np.float32)  # five bands into a three-band net
+    with pytest.raises(
+        ModelError, match=r"model '.*fcn_seg\.(onnx|pt)' failed on a batch of \[2, 5, 32, 32\]"
+    ):
+        backend._forward(wrong)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("bad alloc"),
+    ],
+)
+def test_running_out_of_memory_is_a_memory_error_the_caller_can_lower_the_batch_for(error):
+    failure = batch_failure(error, "ONNX", "m.onnx", np.zeros((8, 3, 4, 4), dtype=np.float32))
+    assert isinstance(failure, MemoryError) == is_out_of_memory(error)
+    if not isinstance(failure, MemoryError):
+        assert isinstance(failure, ModelError) and "[8, 3, 4, 4]" in str(failure)

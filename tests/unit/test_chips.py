@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rsdl_qgis_plugin.core.datasets.chip_folder import (
-    LAYOUT_VERSION,
-    ClassFolders,
-    classification_chip_path,
-    image_chip_path,
-    load_dataset_document,
-    mask_chip_path,
-    safe_folder_name,
-)
 from rsdl_qgis_plugin.core.datasets.chips import (
     BlockSplit,
     ChipDecision,
@@ -278,29 +267,3 @@ def test_tally_counts_and_statistics():
     assert tally.statistics[Split.VAL].ignored == 64
     with pytest.raises(ValueError, match="needs its split"):
         tally.add(ChipDecision(ChipOutcome.WRITTEN))
-
-
-# --- layout ----------------------------------------------------------------------------------
-
-
-def test_layout_paths_and_class_folders():
-    assert image_chip_path(Split.VAL, "r000000_c000064") == "val/images/r000000_c000064.tif"
-    assert mask_chip_path(Split.TEST, "r1") == "test/masks/r1.tif"
-    assert classification_chip_path(Split.TRAIN, "water", "r1") == "classification/train/water/r1.tif"
-    assert ChipWindow(256, 1024, 256).chip_id == "r000256_c001024"
-    assert safe_folder_name(" Low / vegetation ") == "Low_vegetation"
-    assert safe_folder_name("../..") == "class"
-    folders = ClassFolders({0: "background", 1: "a b", 2: "a/b", 3: "water"})
-    assert folders.as_dict() == {0: "background", 1: "a_b", 2: "a_b_2", 3: "water"}
-    assert folders.folder(7) == "class_7"
-    assert folders.folder(1, "renamed") == "a_b"  # never changes once given
-
-
-def test_load_dataset_document_checks_the_version(tmp_path):
-    with pytest.raises(RsdlError, match=r"no dataset\.json"):
-        load_dataset_document(tmp_path)
-    (tmp_path / "dataset.json").write_text(json.dumps({"layout_version": 99}))
-    with pytest.raises(RsdlError, match="layout version 99"):
-        load_dataset_document(tmp_path)
-    (tmp_path / "dataset.json").write_text(json.dumps({"layout_version": LAYOUT_VERSION, "chip_size": 8}))
-    assert load_dataset_document(tmp_path)["chip_size"] == 8

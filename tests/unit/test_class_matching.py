@@ -1,9 +1,9 @@
-"""Matching reference classes to predicted classes: the single unnamed class rule and the case of
-foreground names that match nothing."""
+"""Matching reference classes to predicted classes (core/labels/class_matching.py): by name, by value,
+the single unnamed class rule and the case of foreground names that match nothing."""
 
 from __future__ import annotations
 
-from rsdl_qgis_plugin.core.labels.class_matching import match_classes, reference_class_names
+from rsdl_qgis_plugin.core.labels.class_matching import is_real_name, match_classes, reference_class_names
 from rsdl_qgis_plugin.core.labels.label_rules import LabelClass, MaskValues
 
 MODEL = {0: "background", 1: "buildings"}  # models/buildings_kampala's class names
@@ -69,3 +69,30 @@ def test_reference_class_names_name_the_background():
     assert reference_class_names(classes, MaskValues(0, 255)) == {1: "building", 0: "background"}
     sparse = MaskValues(0, 255, unlabelled_is_ignore=True)
     assert reference_class_names(classes, sparse) == {1: "building"}
+
+
+def test_class_names_that_only_repeat_the_value_are_no_names():
+    assert not is_real_name(3, "3") and not is_real_name(3, "class_3") and not is_real_name(3, " ")
+    assert is_real_name(3, "class_4") and is_real_name(3, "water") and is_real_name(0, "background")
+
+
+def test_classes_matched_by_name_across_numbering():
+    # a model (background 0, building 1, water 2) against labels from a text field
+    prediction = {0: "background", 1: "building", 2: "water"}
+    reference = {0: "background", 1: "building", 2: "vegetation", 3: "Water"}
+    matching = match_classes(reference, prediction, {0, 1, 2, 3})
+    assert matching.by_name
+    # water 3 -> 2; vegetation 2 would merge with the model's water: it gets a value of its own
+    assert matching.reference_values == {3: 2, 2: 4}
+    assert matching.names == {0: "background", 1: "building", 2: "water", 4: "vegetation"}
+    assert matching.unmatched_reference == ("vegetation",)
+
+
+def test_classes_matched_by_value_without_shared_names():
+    aber_prediction = {1: "Forest", 2: "Grass", 3: "Urban", 4: "Water"}
+    unnamed = match_classes({}, aber_prediction)
+    assert not unnamed.by_name and unnamed.reference_values == {} and unnamed.names == aber_prediction
+    numeric = match_classes({1: "1", 2: "2"}, aber_prediction)  # a numeric class field
+    assert not numeric.by_name and numeric.names[1] == "Forest"
+    same = match_classes(dict(aber_prediction), aber_prediction)
+    assert same.by_name and same.reference_values == {}

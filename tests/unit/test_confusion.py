@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
-
 import numpy as np
 import pytest
 
-from rsdl_qgis_plugin.core.labels.class_matching import is_real_name, match_classes
 from rsdl_qgis_plugin.core.metrics.confusion import ConfusionMatrix, PairCounts
-from rsdl_qgis_plugin.core.reports.evaluation_report import metrics_csv, metrics_html
 
 IGNORE = 255
 CLASSES = 4
@@ -133,45 +127,3 @@ def test_relabelling_merges_reference_values():
     counts.add_block(np.array([3, 3, 1], np.uint8), np.array([2, 1, 1], np.uint8))
     relabelled = counts.relabelled({3: 2})
     assert relabelled.counts == {(2, 2): 1, (2, 1): 1, (1, 1): 1}
-
-
-def test_class_names_that_only_repeat_the_value_are_no_names():
-    assert not is_real_name(3, "3") and not is_real_name(3, "class_3") and not is_real_name(3, " ")
-    assert is_real_name(3, "class_4") and is_real_name(3, "water") and is_real_name(0, "background")
-
-
-def test_classes_matched_by_name_across_numbering():
-    # a model (background 0, building 1, water 2) against labels from a text field
-    prediction = {0: "background", 1: "building", 2: "water"}
-    reference = {0: "background", 1: "building", 2: "vegetation", 3: "Water"}
-    matching = match_classes(reference, prediction, {0, 1, 2, 3})
-    assert matching.by_name
-    # water 3 -> 2; vegetation 2 would merge with the model's water: it gets a value of its own
-    assert matching.reference_values == {3: 2, 2: 4}
-    assert matching.names == {0: "background", 1: "building", 2: "water", 4: "vegetation"}
-    assert matching.unmatched_reference == ("vegetation",)
-
-
-def test_classes_matched_by_value_without_shared_names():
-    aber_prediction = {1: "Forest", 2: "Grass", 3: "Urban", 4: "Water"}
-    unnamed = match_classes({}, aber_prediction)
-    assert not unnamed.by_name and unnamed.reference_values == {} and unnamed.names == aber_prediction
-    numeric = match_classes({1: "1", 2: "2"}, aber_prediction)  # a numeric class field
-    assert not numeric.by_name and numeric.names[1] == "Forest"
-    same = match_classes(dict(aber_prediction), aber_prediction)
-    assert same.by_name and same.reference_values == {}
-
-
-def test_csv_and_html_report():
-    reference, prediction = _random_pair(5)
-    matrix = _matrix(reference, prediction)
-    names = {0: "background", 1: "building", 2: "water", 3: "road"}
-    metrics = matrix.as_dict(names)
-    rows = list(csv.DictReader(io.StringIO(metrics_csv(metrics))))
-    assert [row["name"] for row in rows] == list(names.values())
-    assert float(rows[1]["iou"]) == pytest.approx(matrix.class_metrics()[1].iou, abs=1e-6)
-    png = b"\x89PNG\r\n\x1a\nfake"
-    page = metrics_html("Evaluation", [("Reference", "<mask>.tif")], metrics, png)
-    assert base64.b64encode(png).decode() in page and "&lt;mask&gt;.tif" in page
-    assert all(name in page for name in names.values())
-    assert sum(map(sum, metrics["confusion_matrix"]["values"])) == matrix.total

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rsdl_qgis_plugin.core.errors import GridError
 from rsdl_qgis_plugin.core.raster.grid import RasterGrid
 
 gdal = pytest.importorskip("osgeo.gdal", reason="GDAL is the oracle of the geotransform convention")
@@ -68,3 +69,16 @@ def test_whole_grid_window_is_the_grid_bounds():
     grid = RasterGrid.from_extent(10.0, 20.0, 110.0, 70.3, 0.5, "WKT")  # 101 rows reach below 20
     assert grid.bounds == grid.window_bounds(0, 0, grid.height, grid.width)
     assert grid.bounds == pytest.approx((10.0, 70.3 - 101 * 0.5, 110.0, 70.3))
+
+
+def test_grid_from_extent_and_validation():
+    grid = RasterGrid.from_extent(0, 0, 100, 50.5, 1.0, "WKT")
+    assert (grid.width, grid.height) == (100, 51)
+    assert grid.bounds == (0, 50.5 - 51, 100, 50.5)
+    assert grid.window_geotransform(10, 5) == (10.0, 1.0, 0.0, 45.5, 0.0, -1.0)
+    with pytest.raises(GridError, match="rotated"):
+        RasterGrid(10, 10, (0, 1, 0.1, 0, 0, -1), "WKT")
+    with pytest.raises(GridError, match="no coordinate reference system"):
+        RasterGrid(10, 10, (0, 1, 0, 0, 0, -1), "")
+    with pytest.raises(GridError, match="empty"):
+        RasterGrid(0, 10, (0, 1, 0, 0, 0, -1), "WKT")

@@ -1,11 +1,11 @@
-"""Label rules, class statistics and grids (QGIS-free core)."""
+"""Label rules (core/labels/label_rules.py): class values, mask values, class names and colours."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rsdl_qgis_plugin.core.errors import GridError, LabelValueError
+from rsdl_qgis_plugin.core.errors import LabelValueError
 from rsdl_qgis_plugin.core.labels.label_rules import (
     LabelClass,
     MaskValues,
@@ -16,8 +16,6 @@ from rsdl_qgis_plugin.core.labels.label_rules import (
     smallest_unsigned_dtype,
     text_class_name,
 )
-from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
-from rsdl_qgis_plugin.core.raster.grid import RasterGrid
 
 
 @pytest.mark.parametrize("raw, expected", [(3, 3), (4.0, 4), (np.int64(7), 7), (0, 0)])
@@ -58,33 +56,6 @@ def test_named_colours_follow_conventions():
     assert default_class_color("water", 9) == "#1f78b4"
     assert default_class_color("cls_forest_smpls", 1) == "#1b7837"
     assert default_class_color("thing", 1) != default_class_color("other", 2)
-
-
-def test_class_statistics_counts_and_balanced_weights():
-    statistics = ClassStatistics(ignore_value=255)
-    statistics.add_block(np.array([[0, 0, 0, 1], [1, 2, 255, 255]], dtype=np.uint8))
-    statistics.add_block(np.array([[2, 2]], dtype=np.uint16))
-    assert statistics.counts == {0: 3, 1: 2, 2: 3}
-    assert statistics.ignored == 2
-    weights = statistics.suggested_weights([0, 1, 2, 3])
-    # sklearn's 'balanced' rule: n_samples / (n_classes * count); an absent class gets 0.
-    assert weights == pytest.approx({0: 8 / 9, 1: 8 / 6, 2: 8 / 9, 3: 0.0})
-    wide = ClassStatistics(ignore_value=70000)
-    wide.add_block(np.array([70000, 66000, 66000], dtype=np.uint32))
-    assert wide.counts == {66000: 2} and wide.ignored == 1
-
-
-def test_grid_from_extent_and_validation():
-    grid = RasterGrid.from_extent(0, 0, 100, 50.5, 1.0, "WKT")
-    assert (grid.width, grid.height) == (100, 51)
-    assert grid.bounds == (0, 50.5 - 51, 100, 50.5)
-    assert grid.window_geotransform(10, 5) == (10.0, 1.0, 0.0, 45.5, 0.0, -1.0)
-    with pytest.raises(GridError, match="rotated"):
-        RasterGrid(10, 10, (0, 1, 0.1, 0, 0, -1), "WKT")
-    with pytest.raises(GridError, match="no coordinate reference system"):
-        RasterGrid(10, 10, (0, 1, 0, 0, 0, -1), "")
-    with pytest.raises(GridError, match="empty"):
-        RasterGrid(0, 10, (0, 1, 0, 0, 0, -1), "WKT")
 
 
 @pytest.mark.parametrize(

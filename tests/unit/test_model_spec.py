@@ -1,4 +1,4 @@
-"""The model contract (core/contract/model_spec.py) and the raster compatibility check, without QGIS."""
+"""The model contract (core/contract/model_spec.py): metadata round trips, defaults, normalisation."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rsdl_qgis_plugin.core.contract.model_check import check_raster_compatibility
 from rsdl_qgis_plugin.core.contract.model_spec import SPEC_VERSION, ModelSpec, ModelType
-from rsdl_qgis_plugin.core.contract.model_types import refuse_unless_run_by
 from rsdl_qgis_plugin.core.errors import ModelSpecError
 
 FULL = ModelSpec(
@@ -133,15 +131,6 @@ def test_values_already_decoded_are_accepted():
     assert spec.tile_size == 64 and spec.class_names == {0: "x"} and spec.bands == (1, 2, 3)
 
 
-@pytest.mark.parametrize("declared", ["Recognition", "Superresolution", "Detector", "Regression"])
-def test_types_rsdl_does_not_run_are_read_then_refused(declared):
-    spec = ModelSpec.from_metadata({"model_type": json.dumps(declared)})
-    assert spec.declared_model_type == declared
-    with pytest.raises(ModelSpecError, match=f"'{declared}'.*no tool for {declared}"):
-        refuse_unless_run_by(spec, "rsdl:segment")
-    refuse_unless_run_by(ModelSpec.from_metadata({"model_type": '"Classifier"'}), "rsdl:classifytiles")
-
-
 @pytest.mark.parametrize(
     ("metadata", "key"),
     [
@@ -195,51 +184,3 @@ def test_class_name_fallback_per_head():
     assert spec.class_name(1, head=1) == "tree"
     assert spec.class_name(0, head=1) == "class_0"
     assert spec.class_name(0, head=7) == "class_0"
-
-
-# -- check_raster_compatibility -----------------------------------------------------------------
-
-
-def test_default_bands_are_the_first_ones():
-    """An RGBA raster feeds an RGB model its first three bands (as Deepness does)."""
-    result = check_raster_compatibility(ModelSpec(), 3, 4, "Byte", False)
-    assert result.bands == (1, 2, 3) and result.warnings == ()
-
-
-def test_spec_bands_and_user_mapping():
-    spec = ModelSpec(bands=(4, 3, 2), max_pixel_value=10000)
-    assert check_raster_compatibility(spec, 3, 10, "UInt16", False).bands == (4, 3, 2)
-    bands, warnings = check_raster_compatibility(spec, 3, 10, "UInt16", False, (1, 1, 1))
-    assert bands == (1, 1, 1) and warnings == ()
-
-
-@pytest.mark.parametrize(
-    ("spec", "channels", "band_count", "mapping", "message"),
-    [
-        (ModelSpec(), 3, 1, None, "needs 3 input bands but the raster has 1"),
-        (ModelSpec(), 3, 4, (1, 2), r"band mapping lists 2 bands \[1, 2\], but the model takes 3"),
-        (ModelSpec(), 3, 4, (1, 2, 5), r"band mapping names band\(s\) \[5\].*bands 1 to 4"),
-        (ModelSpec(bands=(4, 3, 2)), 3, 3, None, r"'bands'\) names band\(s\) \[4\]"),
-        (ModelSpec(bands=(1, 2)), 3, 3, None, r"'bands'\) lists 2 bands"),
-    ],
-)
-def test_incompatible_bands_are_refused(spec, channels, band_count, mapping, message):
-    with pytest.raises(ModelSpecError, match=message):
-        check_raster_compatibility(spec, channels, band_count, "Byte", False, mapping)
-
-
-def test_geographic_crs_is_refused_only_for_a_metric_model():
-    with pytest.raises(ModelSpecError, match=r"geographic \(degrees\).*5.5 cm per pixel.*Reproject"):
-        check_raster_compatibility(ModelSpec(resolution_cm=5.5), 3, 3, "Byte", True)
-    assert check_raster_compatibility(ModelSpec(), 3, 3, "Byte", True).bands == (1, 2, 3)
-
-
-@pytest.mark.parametrize("dtype", ["UInt16", "Float32", "int16"])
-def test_high_bit_depth_with_scale_255_warns(dtype):
-    result = check_raster_compatibility(ModelSpec(), 3, 3, dtype, False)
-    assert len(result.warnings) == 1 and dtype in result.warnings[0] and "255" in result.warnings[0]
-
-
-def test_eight_bit_raster_for_a_16_bit_model_warns():
-    (warning,) = check_raster_compatibility(ModelSpec(max_pixel_value=10000), 3, 3, "Byte", False).warnings
-    assert "10000" in warning

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
@@ -55,3 +57,12 @@ def test_an_undeclared_model_may_run_where_its_outputs_decide():
     refuse_unless_run_by(undeclared, "rsdl:classifytiles", undeclared_ok=True)
     with pytest.raises(ModelSpecError):
         refuse_unless_run_by(undeclared, "rsdl:classifytiles")
+
+
+@pytest.mark.parametrize("declared", ["Recognition", "Superresolution", "Detector", "Regression"])
+def test_types_rsdl_does_not_run_are_read_then_refused(declared):
+    spec = ModelSpec.from_metadata({"model_type": json.dumps(declared)})
+    assert spec.declared_model_type == declared
+    with pytest.raises(ModelSpecError, match=f"'{declared}'.*no tool for {declared}"):
+        refuse_unless_run_by(spec, "rsdl:segment")
+    refuse_unless_run_by(ModelSpec.from_metadata({"model_type": '"Classifier"'}), "rsdl:classifytiles")

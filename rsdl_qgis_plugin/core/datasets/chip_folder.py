@@ -223,7 +223,14 @@ def load_dataset_document(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / DATASET_FILE
     if not path.is_file():
         raise RsdlError(f"'{folder}' is not a chip dataset: it has no {DATASET_FILE}.")
-    document = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RsdlError(f"'{path}' cannot be read ({error}); export the chips again.") from None
+    if not isinstance(document, dict):
+        raise RsdlError(
+            f"'{path}' is not a chip dataset description (not a JSON object); export the chips again."
+        )
     version = document.get("layout_version")
     if version != LAYOUT_VERSION:
         raise RsdlError(

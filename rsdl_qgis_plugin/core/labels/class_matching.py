@@ -41,7 +41,7 @@ __all__ = [
     "reference_class_names",
 ]
 
-BACKGROUND_NAMES = frozenset({"background", "_background"})  # as rsdl:segment leaves out of polygons
+BACKGROUND_NAMES = frozenset({"background", "_background"})  # also left out of rsdl:segment's polygons
 
 _VALUE_ONLY = re.compile(r"^(?:class[_ ]?)?(\d+)$")
 

@@ -78,9 +78,10 @@ def metrics_html(
         for row in metrics["classes"]
     ]
     matrix = metrics["confusion_matrix"]
-    names = [html.escape(name) for name in matrix["classes"]]
+    names = matrix["classes"]  # raw: the header escapes its cells, row cells are escaped here
     matrix_rows = [
-        [name, *(f"{count:,}" for count in counts)] for name, counts in zip(names, matrix["values"])
+        [html.escape(name), *(f"{count:,}" for count in counts)]
+        for name, counts in zip(names, matrix["values"])
     ]
     parts = [
         "<!DOCTYPE html>",

@@ -1,4 +1,4 @@
-"""Tile plan, padding and streaming blender (core/tiling/plan.py, blending.py), against pytorch-toolbelt."""
+"""The streaming blender and its weight windows (core/tiling/blending.py), against pytorch-toolbelt."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rsdl_qgis_plugin.core.errors import RsdlError
 from rsdl_qgis_plugin.core.tiling.blending import BlendMode, StreamingBlender, tile_weights
 from rsdl_qgis_plugin.core.tiling.layouts import TileWindow
 from rsdl_qgis_plugin.core.tiling.plan import TilePlan, pad_tile
+from tests.tiling_helpers import plans
 
 ALL_MODES = list(BlendMode)
 
@@ -161,50 +161,7 @@ def test_centre_crop_has_no_position_independent_window():
         tile_weights(BlendMode.CENTRE_CROP, 64, 16)
 
 
-# --- padding ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (1, 5), (5, 1), (2, 3), (7, 9)])
-@pytest.mark.parametrize("pad", [1, 3, 20])
-def test_pad_tile_matches_opencv_reflect_101(toolbelt, rows, cols, pad):
-    cv2, _, _ = toolbelt
-    data = np.arange(2 * rows * cols, dtype=np.float32).reshape(2, rows, cols)
-    padding = ((pad, pad + 1), (pad + 2, pad))
-    expected = cv2.copyMakeBorder(
-        np.ascontiguousarray(data.transpose(1, 2, 0)), pad, pad + 1, pad + 2, pad, cv2.BORDER_REFLECT101
-    ).transpose(2, 0, 1)
-    np.testing.assert_array_equal(pad_tile(data, padding), expected)
-
-
-def test_pad_tile_without_padding_returns_the_data():
-    data = np.ones((1, 4, 4), np.float32)
-    assert pad_tile(data, ((0, 0), (0, 0))) is data
-
-
-# --- plan ------------------------------------------------------------------------------------
-
-
-def test_plan_is_row_major_with_windows_and_padding_that_rebuild_the_tile():
-    # Columns: ceil((437 - 32) / 96) = 5 tiles span 5 * 96 + 32 = 512 px, 75 more than the raster:
-    # 37 on the left, 38 on the right. Rows: 3 tiles span 320 px, 20 more: 10 above, 10 below.
-    plan = TilePlan(width=437, height=300, tile_size=128, overlap=32)
-    assert len(plan) == plan.n_tile_rows * plan.n_tile_cols == 3 * 5
-    assert [t.index for t in plan.tiles] == list(range(len(plan)))
-    assert [(t.row, t.col) for t in plan.tiles[:6]] == [
-        (-10, -37),
-        (-10, 59),
-        (-10, 155),
-        (-10, 251),
-        (-10, 347),
-        (86, -37),
-    ]
-    corner = plan.tiles[0]
-    assert corner.read_window(437, 300) == (0, 0, 118, 91)
-    assert corner.padding(437, 300) == ((10, 0), (37, 0))
-    last = plan.tiles[-1]
-    assert (last.row, last.col) == (182, 347)
-    assert last.read_window(437, 300) == (182, 347, 118, 90)
-    assert last.padding(437, 300) == ((0, 10), (0, 38))
+# --- streaming -------------------------------------------------------------------------------
 
 
 def test_streaming_band_does_not_grow_with_the_raster_height():
@@ -253,40 +210,6 @@ def test_centre_crop_takes_each_pixel_from_the_tile_whose_centre_holds_it():
 # --- properties over random rasters ----------------------------------------------------------
 
 
-@st.composite
-def plans(draw) -> TilePlan:
-    tile_size = draw(st.integers(1, 96))
-    overlap = draw(st.integers(0, tile_size - 1))
-    step = tile_size - overlap
-    # At most about 8 tiles per axis keeps each example fast.
-    longest = min(300, 8 * step + overlap)
-    return TilePlan(draw(st.integers(1, longest)), draw(st.integers(1, longest)), tile_size, overlap)
-
-
-def coverage(plan: TilePlan, window_of) -> np.ndarray:
-    counts = np.zeros((plan.height, plan.width), np.int32)
-    for tile in plan.tiles:
-        row, col, rows, cols = window_of(tile)
-        assert rows >= 1 and cols >= 1
-        counts[row : row + rows, col : col + cols] += 1
-    return counts
-
-
-@settings(max_examples=150, deadline=None)
-@given(plans())
-def test_every_pixel_is_covered_and_centre_regions_cover_it_exactly_once(plan):
-    assert (coverage(plan, lambda t: t.read_window(plan.width, plan.height)) >= 1).all()
-    assert (coverage(plan, plan.centre_region) == 1).all()
-    for tile in plan.tiles:
-        row, col, rows, cols = plan.centre_region(tile)
-        assert tile.row <= row and row + rows <= tile.row + tile.size
-        assert tile.col <= col and col + cols <= tile.col + tile.size
-        (top, bottom), (left, right) = tile.padding(plan.width, plan.height)
-        _, _, read_rows, read_cols = tile.read_window(plan.width, plan.height)
-        assert (top + read_rows + bottom, left + read_cols + right) == (tile.size, tile.size)
-        assert min(top, bottom, left, right) >= 0
-
-
 @settings(max_examples=100, deadline=None)
 @given(plans(), st.sampled_from(ALL_MODES), st.floats(0.0, 1.0), st.integers(0, 2**31))
 def test_identity_model_returns_the_input_and_nan_at_nodata(plan, mode, nodata_share, seed):
@@ -307,21 +230,6 @@ def test_identity_model_returns_the_input_and_nan_at_nodata(plan, mode, nodata_s
 
 
 # --- errors ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("width", "height", "tile_size", "overlap", "message"),
-    [
-        (100, 100, 256, 300, r"overlap \(300 px\) must be smaller than the tile size \(256 px\)"),
-        (100, 100, 256, 256, r"overlap \(256 px\) must be smaller than the tile size \(256 px\)"),
-        (100, 100, 0, 0, "tile size must be at least 1 pixel, got 0"),
-        (100, 100, 64, -1, "overlap must be 0 or a positive number of pixels, got -1"),
-        (0, 100, 64, 0, r"raster is empty \(0 x 100 pixels\)"),
-    ],
-)
-def test_bad_plan_parameters_are_refused_naming_them(width, height, tile_size, overlap, message):
-    with pytest.raises(RsdlError, match=message):
-        TilePlan(width, height, tile_size, overlap)
 
 
 def test_tiles_out_of_plan_order_are_refused():
