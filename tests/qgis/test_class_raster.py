@@ -14,14 +14,15 @@ from rsdl_qgis_plugin.qgis_io.class_raster import check_class_raster, class_rast
 from rsdl_qgis_plugin.qgis_io.raster_description import apply_description, class_raster_description
 
 
-def _raster(path, bands: int = 1, data_type: int = gdal.GDT_Byte, nodata: float | None = None):
+def _raster(path, bands: int = 1, data_type: int = gdal.GDT_Byte, nodata: float | None = None, fill=True):
     dataset = gdal.GetDriverByName("GTiff").Create(str(path), 8, 6, bands, data_type)
     dataset.SetGeoTransform((500000.0, 1.0, 0.0, 5800000.0, 0.0, -1.0))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32633)
     dataset.SetProjection(srs.ExportToWkt())
     for band in range(1, bands + 1):
-        dataset.GetRasterBand(band).WriteArray(np.arange(48).reshape(6, 8) % 3)
+        if fill:
+            dataset.GetRasterBand(band).WriteArray(np.arange(48).reshape(6, 8) % 3)
         if nodata is not None:
             dataset.GetRasterBand(band).SetNoDataValue(nodata)
     return dataset
@@ -60,7 +61,10 @@ def test_category_names_less_the_nodata_value(tmp_path):
 
 
 def test_rsdl_metadata_names_the_classes_and_background(tmp_path):
-    dataset = _raster(tmp_path / "rsdl.tif", nodata=255)
+    # Described before any pixel is written, as rsdl's writers do: GDAL >= 3.10 refuses a colour
+    # table on a GeoTIFF whose pixels are being written.
+    dataset = _raster(tmp_path / "rsdl.tif", nodata=255, fill=False)
     classes = [LabelClass(1, "building", "#ff0000"), LabelClass(2, "water", "#0000ff")]
     apply_description(dataset, class_raster_description(classes, MaskValues(0, 255)))
+    dataset.GetRasterBand(1).WriteArray(np.arange(48).reshape(6, 8) % 3)
     assert class_raster_names(dataset) == {0: "background", 1: "building", 2: "water"}

@@ -72,7 +72,7 @@ def test_wide_values_and_a_negative_ignore_take_the_unique_path_alike():
     expected = whole_mask_counts(narrow, 4)
     assert wide.counts == {value + 70_000: count for value, count in expected.items()}
     # training counts torch's int64 targets, whose ignore index is -100
-    target = np.where(narrow == 4, -100, narrow).astype(np.int64)
+    target = np.where(narrow == 4, -100, narrow.astype(np.int64))  # int64 first: -100 fits
     signed = ClassStatistics(ignore_value=-100)
     signed.add_block(target)
     assert signed.counts == expected and signed.ignored == int((narrow == 4).sum())
