@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from osgeo import gdal
 from qgis.core import (
     QgsApplication,
     QgsCategorizedSymbolRenderer,
@@ -13,8 +11,6 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputLayerDefinition,
     QgsProject,
-    QgsRasterLayer,
-    QgsRectangle,
     QgsVectorLayer,
 )
 
@@ -22,7 +18,6 @@ from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.processing_provider.classify_features import ClassifyFeaturesAlgorithm
 from rsdl_qgis_plugin.processing_provider.classify_tiles import ClassifyTilesAlgorithm
 from rsdl_qgis_plugin.processing_provider.layer_styling import ClassVectorStyler
-from rsdl_qgis_plugin.qgis_io.provider_reader import ProviderWindowReader
 from tests.cancel_feedback import CancelAt
 from tests.classify_cases import (
     EXPECTED_CLASS,
@@ -232,14 +227,3 @@ def test_loaded_output_is_styled_in_the_model_colours(scene, test_models, rsdl_p
     colours = {c.value(): c.symbol().color().name() for c in renderer.categories()}
     assert colours["intact"] == "#1f78b4" and colours["damaged"] == "#e31a1c"  # the model's spec
     assert len(colours) == 3  # and one for tiles without a class
-
-
-def test_read_extent_marks_the_outside_of_the_raster_as_nodata(scene, qgis_app):
-    layer = QgsRasterLayer(str(scene), "scene", "gdal")
-    reader = ProviderWindowReader(layer.dataProvider(), None, (3, 1))
-    # 40 m x 40 m at the raster's 0.5 m, the right 15 m past its edge at X0 + 125 m.
-    data, valid = reader.read_extent(QgsRectangle(X0 + 100, Y0 - 40, X0 + 140, Y0), 80, 80)
-    image = gdal.Open(str(scene)).ReadAsArray()
-    np.testing.assert_array_equal(data[:, :, :50], image[[2, 0], :80, 200:250])
-    assert valid[:, :50].all() and not valid[:, 50:].any()
-    assert (data[:, :, 50:] == 0).all()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from osgeo import gdal
-from qgis.core import QgsRasterLayer, QgsRectangle
+from qgis.core import QgsRasterLayer
 
 from tests.rasterize_cases import read_band
 
@@ -40,22 +40,3 @@ def test_xyz_basemap_matches_the_geotiffs(shared_data, test_models, run_algorith
     assert from_web.shape == from_files.shape
     assert len(np.unique(from_web)) > 1  # real imagery came through, not a blank
     assert (from_web == from_files).mean() > 0.9  # only the two resamplings differ
-
-
-def test_tiled_web_maps_are_read_at_about_their_tiles_pixel_size(tmp_path):
-    """From QGIS 3.44 the provider snaps each tile to whole pixels of the requested image, so the
-    reader asks for pixels about as fine as the tiles QGIS draws, never finer (more downloads)."""
-    from rsdl_qgis_plugin.qgis_io.provider_reader import ProviderWindowReader
-
-    def factor(zmin: int, zmax: int, pixel_size: float) -> int:
-        uri = f"type=xyz&url=file://{tmp_path}/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmin={zmin}&zmax={zmax}"
-        layer = QgsRasterLayer(uri, "xyz", "wms")
-        reader = ProviderWindowReader(layer.dataProvider(), None, (1, 2, 3))
-        extent = QgsRectangle(3628312.0, 39000.0, 3628312.0 + 100 * pixel_size, 39000.0 + 100 * pixel_size)
-        return reader.supersampling(extent, 100, 100)
-
-    assert factor(21, 21, 0.5) == 7  # only 7.5 cm tiles: read at 7.1 cm, sample every 7th pixel
-    assert factor(0, 21, 0.5) == 1  # a full pyramid: the provider draws 60 cm (z18) tiles
-    assert factor(0, 19, 0.1) == 1  # finer than the finest tiles: nothing to gain
-    assert factor(12, 14, 300.0) == 8  # 38 m tiles at the coarsest (z12) under a 300 m grid
-    assert factor(21, 21, 5.0) == 16  # at most 16 x 16 pixels read for one

@@ -14,6 +14,7 @@ from rsdl_qgis_plugin.core.tiling.plan import TilePlan
 from rsdl_qgis_plugin.qgis_io.processing_grid import processing_grid
 from rsdl_qgis_plugin.qgis_io.provider_reader import ProviderWindowReader
 from rsdl_qgis_plugin.qgis_io.stripe_reader import stripe_reader_factory
+from tests.rasters import write_geotiff
 
 
 def _layer(path: Path) -> QgsRasterLayer:
@@ -75,24 +76,8 @@ def test_a_window_of_the_raster_reads_the_same(shared_data, qgis_app):
 
 
 def _write(path: Path, values: np.ndarray, nodata: float | None = None, alpha: bool = False) -> Path:
-    """A small GeoTIFF in UTM; with ``alpha`` the last band is an alpha band."""
-    gdal_type = gdal.GDT_Float32 if values.dtype == np.float32 else gdal.GDT_Byte
-    dataset = gdal.GetDriverByName("GTiff").Create(
-        str(path),
-        values.shape[2],
-        values.shape[1],
-        values.shape[0],
-        gdal_type,
-        ["ALPHA=YES"] if alpha else [],
-    )
-    dataset.SetGeoTransform((500000.0, 2.0, 0.0, 100000.0, 0.0, -2.0))
-    dataset.SetProjection("EPSG:32636")
-    for band, plane in enumerate(values, start=1):
-        dataset.GetRasterBand(band).WriteArray(plane)
-        if nodata is not None:
-            dataset.GetRasterBand(band).SetNoDataValue(nodata)
-    dataset = None
-    return path
+    """A small GeoTIFF in UTM 36N; with ``alpha`` the last band is an alpha band."""
+    return write_geotiff(path, values, (500000.0, 2.0, 0.0, 100000.0, 0.0, -2.0), 32636, nodata, alpha)
 
 
 def test_float_raster_with_nan_nodata_and_infinities(tmp_path, qgis_app):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import rasterio
@@ -248,3 +249,46 @@ def run_training():
         return process.returncode, output
 
     return run
+
+
+# -- short Lightning fits ----------------------------------------------------------------------------
+
+
+def quick_trainer(root: Path, epochs: int = 1, **kwargs) -> pl.Trainer:
+    """A CPU Trainer of one train and one validation batch per epoch, with no logger."""
+    return pl.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def make_trainer():
+    """``quick_trainer(root, epochs=1, **trainer_kwargs)``."""
+    return quick_trainer
+
+
+@pytest.fixture(scope="session")
+def trained(chips_folder, tmp_path_factory):
+    """A segmentation task fitted for one step on the chip folder: (task, data module, best checkpoint).
+
+    Session-scoped: the tasks, checkpoints and CLI tests share this one fit.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from training.data import ChipsDataModule
+    from training.tasks import SegmentationTask
+
+    folder = tmp_path_factory.mktemp("fit")
+    data = ChipsDataModule(str(chips_folder), batch_size=4, cache_dir=str(folder / "cache"))
+    task = SegmentationTask(data.num_classes, data.in_channels, loss="ce+dice", class_weights="auto")
+    checkpoint = ModelCheckpoint(dirpath=folder / "checkpoints", monitor="val_loss", mode="min")
+    quick_trainer(folder, callbacks=[checkpoint]).fit(task, datamodule=data)
+    return task, data, checkpoint.best_model_path

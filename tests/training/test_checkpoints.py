@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
-from training.checkpoints import HPARAMS_KEY, load_checkpoint_net, load_task, read_checkpoint
+from training.checkpoints import (
+    HPARAMS_KEY,
+    load_checkpoint_net,
+    load_datamodule,
+    load_task,
+    read_checkpoint,
+)
+from training.data import ChipsDataModule
 from training.tasks import SegmentationTask
 from training.tasks.base import SPEC_KEY
 
@@ -93,3 +100,26 @@ def test_unknown_classes_and_missing_files_are_refused(task, tmp_path):
         load_checkpoint_net(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint_net(tmp_path / "absent.ckpt")
+
+
+# -- checkpoints of a real fit (the session's ``trained`` fixture) -------------------------------------
+
+
+def test_load_task_round_trip(trained):
+    task, data, path = trained
+    loaded = load_task(path)
+    assert isinstance(loaded, SegmentationTask) and not loaded.training
+    batch = next(iter(data.val_dataloader()))
+    task.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded.net(batch["image"]), task.net(batch["image"]), atol=1e-6)
+    assert loaded.model_spec() == task.model_spec()
+
+
+def test_load_datamodule_uses_the_checkpoint_normalisation(trained, tmp_path):
+    _, data, path = trained
+    rebuilt = load_datamodule(path, cache_dir=str(tmp_path))
+    assert isinstance(rebuilt, ChipsDataModule)
+    rebuilt.setup("validate")
+    assert rebuilt.model_spec().standardization_std == data.model_spec().standardization_std
+    assert len(rebuilt.datasets["val"]) == len(data.datasets["val"])

@@ -128,3 +128,22 @@ def test_precision_is_32_bit_on_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert cli.auto_precision("auto") == "16-mixed"
     assert cli.auto_precision("cpu") == "32-true"
+
+
+def test_cli_validate_restores_a_checkpoint(trained, chips_folder, tmp_path, monkeypatch, capsys):
+    """``--ckpt_path`` hands the saved hyperparameters back to the task's ``__init__``."""
+    _, _, path = trained
+    monkeypatch.chdir(tmp_path)
+    arguments = [
+        "validate",
+        "--config",
+        str(CONFIGS / "chips_segmentation.yaml"),
+        f"--data.init_args.root={chips_folder}",
+        "--data.init_args.num_workers=0",
+        f"--data.init_args.cache_dir={tmp_path}",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        f"--ckpt_path={path}",
+    ]
+    assert cli.main(arguments) == 0
+    assert "val_iou_building" in capsys.readouterr().out

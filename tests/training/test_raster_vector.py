@@ -1,4 +1,5 @@
-"""Data modules: batches, lazy reading, the cache, spatial splits, label rules against references."""
+"""RasterVectorDataModule (training/data/raster_vector.py) end to end: label rules, lazy reading, the
+cache, spatial splits, nodata, and masks against the source projects' references."""
 
 from __future__ import annotations
 
@@ -8,18 +9,9 @@ import rasterio
 import shapely
 import torch
 
-from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 from rsdl_qgis_plugin.core.datasets.chips import ChipWindow
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.metrics.class_statistics import ClassStatistics
-from training.data import (
-    IGNORE_INDEX,
-    ChipsDataModule,
-    ImageFolderDataModule,
-    RasterVectorDataModule,
-    raster_vector,
-    rasterize,
-)
+from training.data import IGNORE_INDEX, RasterVectorDataModule, raster_vector, rasterize
 from training.data.chip_index import RasterInfo
 from training.data.vectors import read_layers
 
@@ -49,100 +41,7 @@ def _overlap_area(first: list, second: list) -> float:
     )
 
 
-# -- batches ------------------------------------------------------------------------------------
-
-
-def test_chips_segmentation_batches(chips_folder, tmp_path):
-    module = ChipsDataModule(str(chips_folder), batch_size=4, augment=False, cache_dir=str(tmp_path))
-    assert (module.num_classes, module.in_channels) == (3, 3)
-    module.prepare_data()
-    module.setup("fit")
-    assert {split: len(d) for split, d in module.datasets.items()} == {"train": 8, "val": 3, "test": 2}
-    batch = next(iter(module.train_dataloader()))
-    assert set(batch) == {"image", "mask"}
-    assert batch["image"].dtype == torch.float32 and batch["image"].shape == (4, 3, 32, 32)
-    assert batch["mask"].dtype == torch.int64 and batch["mask"].shape == (4, 32, 32)
-    assert set(batch["mask"].unique().tolist()) <= {IGNORE_INDEX, 0, 1, 2}
-    assert (batch["mask"][:, :2, :2] == IGNORE_INDEX).all()  # the mask's 255 is ignored
-
-
-def test_samples_are_normalised_by_the_model_spec(chips_folder, tmp_path):
-    """Training normalises with the very ModelSpec.normalize the plugin runs."""
-    module = ChipsDataModule(
-        str(chips_folder), augment=False, mean=[0.5], std=[0.25], cache_dir=str(tmp_path)
-    )
-    module.setup("fit")
-    spec = module.model_spec()
-    assert spec.standardization_mean == (0.5, 0.5, 0.5) and spec.max_pixel_value == 255
-    image_path, _ = module.datasets["val"].items[0]
-    with rasterio.open(image_path) as source:
-        raw = source.read()
-    expected = ModelSpec(standardization_mean=(0.5,), standardization_std=(0.25,)).normalize(raw)
-    np.testing.assert_array_equal(module.datasets["val"][0]["image"].numpy(), expected)
-    # the spec round-trips through the plugin's metadata reader
-    assert ModelSpec.from_metadata(spec.to_metadata()) == spec
-
-
-def test_measured_mean_and_std_are_cached(chips_folder, tmp_path):
-    module = ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path))
-    module.setup("fit")
-    images = np.stack([module.datasets["train"].reader(i)[0] for i in module.datasets["train"].items]) / 255.0
-    np.testing.assert_allclose(
-        module.model_spec().standardization_mean, images.mean(axis=(0, 2, 3)), rtol=1e-6
-    )
-    np.testing.assert_allclose(module.model_spec().standardization_std, images.std(axis=(0, 2, 3)), rtol=1e-5)
-    assert len(list(tmp_path.rglob("bands.json"))) == 1
-
-
-def test_chips_classification_batches_and_weights(chips_folder, tmp_path):
-    module = ChipsDataModule(str(chips_folder), task="classification", batch_size=3, cache_dir=str(tmp_path))
-    module.setup("fit")
-    assert len(module.datasets["train"]) == 7  # the chip with two classes is ambiguous: no class folder
-    batch = next(iter(module.val_dataloader()))
-    assert set(batch) == {"image", "label"} and batch["label"].dtype == torch.int64
-    counts = {0: 2, 1: 3, 2: 2}
-    assert module.train_counts() == counts
-    expected = ClassStatistics(255, counts=counts).suggested_weights([0, 1, 2])
-    assert module.class_weights() == pytest.approx([expected[v] for v in (0, 1, 2)])
-
-
-def test_class_weights_come_from_the_exported_statistics(chips_folder, tmp_path):
-    module = ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path))
-    rows = module.document["statistics"]["train"]["classes"]
-    expected = {row["value"]: row["weight"] for row in rows}
-    assert module.class_weights() == pytest.approx([expected[v] for v in (0, 1, 2)], rel=1e-5)
-
-
-def test_image_folder_random_split_is_per_class_and_reproducible(photo_folder, tmp_path):
-    first = ImageFolderDataModule(
-        str(photo_folder), image_size=24, val_fraction=0.34, cache_dir=str(tmp_path)
-    )
-    second = ImageFolderDataModule(
-        str(photo_folder), image_size=24, val_fraction=0.34, cache_dir=str(tmp_path)
-    )
-    assert first.items == second.items
-    assert first.class_table.names == ("cat", "dog")
-    assert [label for _, label in first.items["val"]] == [0, 0, 1, 1]
-    assert not {p for p, _ in first.items["val"]} & {p for p, _ in first.items["train"]}
-    first.setup("fit")
-    batch = next(iter(first.train_dataloader()))
-    assert batch["image"].shape[1:] == (3, 24, 24) and batch["label"].dtype == torch.int64
-    assert first.model_spec().tile_size == 24 and first.model_spec().class_names == {0: "cat", 1: "dog"}
-
-
-def test_image_folder_given_split(photo_folder, tmp_path):
-    root = tmp_path / "given"
-    for split, files in (("train", slice(0, 4)), ("val", slice(4, 6))):
-        for name in ("cat", "dog"):
-            (root / split / name).mkdir(parents=True)
-            for path in sorted((photo_folder / name).iterdir())[files]:
-                (root / split / name / path.name).write_bytes(path.read_bytes())
-    module = ImageFolderDataModule(str(root), image_size=16, cache_dir=str(tmp_path))
-    assert module.given_split
-    assert {split: len(items) for split, items in module.items.items()} == {"train": 8, "val": 4, "test": 0}
-
-
-# -- raster + vector labels ---------------------------------------------------------------------
+# -- label rules --------------------------------------------------------------------------------
 
 
 def test_masks_follow_the_label_rules(vector_scene, tmp_path):
@@ -284,9 +183,7 @@ def test_rasters_at_several_resolutions_share_one_spatial_split(vector_scene, ra
     """A coarse copy of the scene (like another zoom level) puts the same ground in the same split."""
     with rasterio.open(vector_scene["raster"]) as source:
         coarse = source.read(out_shape=(3, 64, 64))
-    from .conftest import write_raster
-
-    coarse_path = write_raster(tmp_path / "coarse.tif", coarse, pixel_size=2.0)
+    coarse_path = raster_writer(tmp_path / "coarse.tif", coarse, pixel_size=2.0)
     module = RasterVectorDataModule(
         [str(vector_scene["raster"]), str(coarse_path)],
         str(vector_scene["labels"]),
@@ -435,3 +332,28 @@ def _write_raster_like(template, path, pixels: np.ndarray):
     with rasterio.open(path, "w", **profile) as target:
         target.write(pixels)
     return path
+
+
+# -- cache keys --------------------------------------------------------------------------------------
+
+
+def test_the_mask_key_changes_with_a_vrt_source_or_the_labels(vector_scene, tmp_path):
+    """A VRT's key follows the files it reads, not just the VRT; labels and label rules count too."""
+    import os
+    import shutil
+
+    from osgeo import gdal
+
+    source = shutil.copy(vector_scene["raster"], tmp_path / "source.tif")
+    labels = shutil.copy(vector_scene["labels"], tmp_path / "labels.geojson")
+    gdal.BuildVRT(str(tmp_path / "scene.vrt"), [str(source)]).FlushCache()
+    inputs = {"raster": tmp_path / "scene.vrt", "labels": labels}
+    first = _raster_vector(inputs, tmp_path).mask_key
+    assert _raster_vector(inputs, tmp_path).mask_key == first
+    assert _raster_vector(inputs, tmp_path, overlap="highest").mask_key != first
+    keys = {first}
+    for path in (source, labels):
+        status = os.stat(path)
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000))
+        keys.add(_raster_vector(inputs, tmp_path).mask_key)
+    assert len(keys) == 3
