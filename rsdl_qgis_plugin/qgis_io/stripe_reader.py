@@ -10,6 +10,11 @@ core/raster/nodata.py to the same values, so they give the same tiles.
 Everything else stays on the provider path (``stripe_reader_factory`` returns None): web maps
 and other providers, resampled grids, bands QGIS scales or whose type it changes, user nodata
 values, and GDAL mask bands that QGIS exposes as an extra alpha band.
+
+Memory does not grow with the raster's height, whatever GDAL's block cache size (5% of RAM by
+default in QGIS). GDAL keeps every block it decodes until its cache is full, so the reader keeps
+the rows the next stripe needs itself and drops GDAL's blocks after each read. Reads end on the
+file's block-row boundaries, so each block is still decoded once.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from .gdal_calls import checked_read, gdal_errors
 from .provider_reader import NUMPY_TYPES, alpha_band
 
 _ALIGNMENT_TOLERANCE = 1e-6  # pixels: a grid offset this close to whole pixels is aligned
+# Blocks up to this many rows (tiles, strips) are read to their end and dropped from GDAL's cache
+# after each read. A taller block (a whole-image strip) stays with GDAL's cache: reading it to its
+# end would hold it all, and dropping it would decode it again for every stripe.
+MAX_RELEASED_BLOCK_ROWS = 1024
 
 
 class GdalStripeReader:
@@ -41,7 +50,7 @@ class GdalStripeReader:
         self,
         path: str,
         offset: tuple[int, int],
-        width: int,
+        size: tuple[int, int],
         bands: tuple[int, ...],
         nodata: dict[int, float | None],
         alpha: int | None,
@@ -52,13 +61,19 @@ class GdalStripeReader:
         if self.dataset is None:
             raise RsdlError(f"GDAL cannot open raster '{path}' any more; is the file still there?")
         self.col_offset, self.row_offset = offset
-        self.width = width
+        self.width, self.height = size
         self.bands = bands
         self.nodata = nodata  # per band read, as the provider sees it (None: no nodata)
         self.alpha = alpha
+        self.band_list = [*bands, *([alpha] if alpha is not None else [])]
+        self.block_rows = self.dataset.GetRasterBand(self.band_list[0]).GetBlockSize()[1]
         self._stripe_rows: tuple[int, int] | None = None
         self._data = np.empty((0, 0, 0))
         self._valid = np.empty((0, 0), dtype=bool)
+        # Raw rows read ahead (up to a block boundary) or kept from the last stripe: grid rows
+        # from _rows_start on, every band read.
+        self._rows_start = 0
+        self._rows = np.empty((len(self.band_list), 0, self.width))
 
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         """A window of the grid: views into the stripe of rows ``row`` .. ``row + rows``."""
@@ -66,18 +81,39 @@ class GdalStripeReader:
             self._read_stripe(row, rows)
         return self._data[:, :, col : col + cols], self._valid[:, col : col + cols]
 
+    def _raw_rows(self, row: int, rows: int) -> np.ndarray:
+        """(bands read, rows, width) raw values of grid rows ``row`` .. ``row + rows``."""
+        end = row + rows
+        kept_end = self._rows_start + self._rows.shape[1]
+        if not (self._rows_start <= row <= kept_end):  # not in order: nothing kept helps
+            self._rows_start, self._rows, kept_end = row, self._rows[:, :0], row
+        if end > kept_end:
+            release = self.block_rows <= MAX_RELEASED_BLOCK_ROWS
+            read_end = end
+            if release:  # on to the file's next block boundary: each block is decoded once
+                file_end = self.row_offset + end
+                read_end = min(
+                    -(-file_end // self.block_rows) * self.block_rows - self.row_offset, self.height
+                )
+            values = checked_read(
+                f"Reading rows {kept_end + 1}-{read_end} of raster '{self.path}'",
+                self.dataset.ReadAsArray,
+                self.col_offset,
+                self.row_offset + kept_end,
+                self.width,
+                read_end - kept_end,
+                band_list=self.band_list,
+            )
+            if release:
+                self.dataset.FlushCache()  # drops GDAL's copies of the blocks just decoded
+            values = values.reshape(len(self.band_list), read_end - kept_end, self.width)
+            kept = self._rows[:, row - self._rows_start :]
+            self._rows = np.concatenate([kept, values], axis=1) if kept.shape[1] else values
+            self._rows_start = row
+        return self._rows[:, row - self._rows_start : end - self._rows_start]
+
     def _read_stripe(self, row: int, rows: int) -> None:
-        band_list = [*self.bands, *([self.alpha] if self.alpha is not None else [])]
-        values = checked_read(
-            f"Reading rows {row + 1}-{row + rows} of raster '{self.path}'",
-            self.dataset.ReadAsArray,
-            self.col_offset,
-            self.row_offset + row,
-            self.width,
-            rows,
-            band_list=band_list,
-        )
-        values = values.reshape(len(band_list), rows, self.width)
+        values = self._raw_rows(row, rows)
         data = values[: len(self.bands)]
         # The alpha band is every band's mask, as in the provider reader; the rule ORs the bands,
         # so giving it to the first one is enough.
@@ -117,7 +153,7 @@ def stripe_reader_factory(
         else None
         for band in bands
     }
-    return lambda: GdalStripeReader(path, offset, grid.width, bands, nodata, alpha)
+    return lambda: GdalStripeReader(path, offset, (grid.width, grid.height), bands, nodata, alpha)
 
 
 def _grid_offset(dataset: gdal.Dataset, grid: RasterGrid) -> tuple[int, int] | None:

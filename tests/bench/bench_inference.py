@@ -652,7 +652,9 @@ def print_report(results: list[SizeResult], wide: Measured | None, args: argpars
     print()
     print(
         f"segment: {model}, tiles {args.tile} px, overlap {args.overlap} px, batch {args.batch}, "
-        f"pyramid blending; best of {args.repeats};\nGDAL_CACHEMAX={GDAL_CACHE_MB} MB; model threads: "
+        f"pyramid blending; best of {args.repeats};\n"
+        f"GDAL_CACHEMAX={'unset (GDAL default)' if args.gdal_default_cache else f'{GDAL_CACHE_MB} MB'}; "
+        "model threads: "
         f"{threads}; {os.cpu_count()} CPUs"
     )
     print(
@@ -838,6 +840,12 @@ def main() -> None:
         "fcn_seg.onnx, e.g. models/sample_scene_landcover/model.onnx: a real net's share of the time",
     )
     # Internal: the children.
+    parser.add_argument(
+        "--gdal-default-cache",
+        action="store_true",
+        help="leave GDAL's block cache at its default (5%% of RAM) instead of GDAL_CACHEMAX=128 MB, "
+        "as in a QGIS session: memory must stay flat all the same",
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--raster", help=argparse.SUPPRESS)
@@ -866,6 +874,8 @@ def main() -> None:
             "XDG_RUNTIME_DIR": str(home),
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         }
+        if args.gdal_default_cache:
+            del env["GDAL_CACHEMAX"]
         if args.model_file:
             model = args.model_file.resolve()
         else:

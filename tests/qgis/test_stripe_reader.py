@@ -13,7 +13,7 @@ from rsdl_qgis_plugin.core.raster.grid import RasterGrid
 from rsdl_qgis_plugin.core.tiling.plan import TilePlan
 from rsdl_qgis_plugin.qgis_io.processing_grid import processing_grid
 from rsdl_qgis_plugin.qgis_io.provider_reader import ProviderWindowReader
-from rsdl_qgis_plugin.qgis_io.stripe_reader import stripe_reader_factory
+from rsdl_qgis_plugin.qgis_io.stripe_reader import MAX_RELEASED_BLOCK_ROWS, stripe_reader_factory
 from tests.rasters import write_geotiff
 
 
@@ -120,3 +120,73 @@ def test_rasters_the_provider_changes_stay_on_the_provider_path(shared_data, tmp
 
     layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(0, 10)])
     assert stripe_reader_factory(layer, own, (1, 2, 3)) is None
+
+
+class _RecordedReads:
+    """A GDAL dataset whose ReadAsArray calls are recorded as (first row, rows)."""
+
+    def __init__(self, dataset: gdal.Dataset) -> None:
+        self.dataset = dataset
+        self.reads: list[tuple[int, int]] = []
+
+    def ReadAsArray(self, xoff, yoff, xsize, ysize, **kwargs):
+        self.reads.append((yoff, ysize))
+        return self.dataset.ReadAsArray(xoff, yoff, xsize, ysize, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.dataset, name)
+
+
+@pytest.mark.parametrize("window", [None, (37, 101, 1500, 1700)])
+def test_each_block_is_decoded_once_and_gdal_keeps_no_blocks(window, tmp_path, qgis_app):
+    """Memory does not grow with the height whatever GDAL's cache size: after every stripe GDAL's
+    own cache accounting (gdal.GetCacheUsed) is back to what it was, every row is read once, and
+    every read but the first starts on a block-row boundary of the file."""
+    values = np.random.default_rng(7).integers(0, 256, (3, 2048, 1800), dtype=np.uint8)
+    path = tmp_path / "tiled.tif"
+    gdal.Translate(
+        str(path),
+        str(write_geotiff(tmp_path / "plain.tif", values, (500000.0, 2.0, 0.0, 100000.0, 0.0, -2.0), 32636)),
+        creationOptions=["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE"],
+    )
+    layer = _layer(path)
+    grid = processing_grid(layer, None, None, False)[0] if window is None else _window_grid(layer, *window)
+    col_off, row_off = (0, 0) if window is None else window[:2]
+    stripe = stripe_reader_factory(layer, grid, (1, 2, 3))()
+    recorded = stripe.dataset = _RecordedReads(stripe.dataset)
+    before_max = gdal.GetCacheMax()
+    gdal.SetCacheMax(1 << 30)  # as QGIS's default on a large machine: room for the whole raster
+    try:
+        baseline = gdal.GetCacheUsed()
+        plan = TilePlan(grid.width, grid.height, 256, 32)
+        for tile in plan.tiles:
+            row, col, rows, cols = tile.read_window(grid.width, grid.height)
+            data, _ = stripe.read(row, col, rows, cols)
+            expected = values[:, row_off + row : row_off + row + rows, col_off + col : col_off + col + cols]
+            np.testing.assert_array_equal(data, expected)
+            assert gdal.GetCacheUsed() == baseline
+    finally:
+        gdal.SetCacheMax(before_max)
+    starts = [yoff for yoff, _ in recorded.reads]
+    assert sum(rows for _, rows in recorded.reads) == grid.height
+    assert all(start % 256 == 0 for start in starts[1:]), starts
+
+
+def test_a_whole_image_strip_stays_with_gdals_cache(tmp_path, qgis_app):
+    """A block taller than MAX_RELEASED_BLOCK_ROWS is neither read to its end nor dropped (dropping it
+    would decode it again for every stripe); the pixels are the same."""
+    values = np.random.default_rng(8).integers(0, 256, (3, 1200, 300), dtype=np.uint8)
+    path = tmp_path / "one_strip.tif"
+    plain = write_geotiff(tmp_path / "plain.tif", values, (500000.0, 2.0, 0.0, 100000.0, 0.0, -2.0), 32636)
+    gdal.Translate(str(path), str(plain), creationOptions=["COMPRESS=DEFLATE", "BLOCKYSIZE=1200"])
+    layer = _layer(path)
+    grid = processing_grid(layer, None, None, False)[0]
+    stripe = stripe_reader_factory(layer, grid, (1, 2, 3))()
+    assert stripe.block_rows == 1200 > MAX_RELEASED_BLOCK_ROWS
+    recorded = stripe.dataset = _RecordedReads(stripe.dataset)
+    for tile in TilePlan(grid.width, grid.height, 128, 16).tiles:
+        row, col, rows, cols = tile.read_window(grid.width, grid.height)
+        np.testing.assert_array_equal(
+            stripe.read(row, col, rows, cols)[0], values[:, row : row + rows, col : col + cols]
+        )
+    assert max(rows for _, rows in recorded.reads) <= 128

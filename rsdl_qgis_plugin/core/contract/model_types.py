@@ -40,30 +40,31 @@ MODEL_TYPE_ROLES: dict[ModelType, ModelTypeRole] = {
     for role in (
         ModelTypeRole(
             ModelType.SEGMENTOR,
-            ("rsdl:segment", "python -m training predict"),
-            "[B, C, H, W] class scores or probabilities; [B, H, W] or [B, 1, H, W] one sigmoid channel",
-            True,
-            True,
-            512,
-            4,
+            tools=("rsdl:segment", "python -m training predict"),
+            head_layouts="[B, C, H, W] class scores or probabilities; [B, H, W] or [B, 1, H, W] one "
+            "sigmoid channel",
+            class_scores=True,
+            per_pixel=True,
+            default_tile_size=512,
+            default_batch_size=4,
         ),
         ModelTypeRole(
             ModelType.REGRESSOR,
-            ("rsdl:segment", "python -m training predict"),
-            "[B, C, H, W] values per pixel (C bands out)",
-            False,
-            True,
-            512,
-            4,
+            tools=("rsdl:segment", "python -m training predict"),
+            head_layouts="[B, C, H, W] values per pixel (C bands out)",
+            class_scores=False,
+            per_pixel=True,
+            default_tile_size=512,
+            default_batch_size=4,
         ),
         ModelTypeRole(
             ModelType.CLASSIFIER,
-            ("rsdl:classifytiles", "rsdl:classifyfeatures"),
-            "[B, C] or [B, C, 1, 1] class scores or probabilities; [B, 1] one sigmoid score",
-            True,
-            False,
-            224,  # the usual input of image classifiers (ResNet, EfficientNet...)
-            16,
+            tools=("rsdl:classifytiles", "rsdl:classifyfeatures"),
+            head_layouts="[B, C] or [B, C, 1, 1] class scores or probabilities; [B, 1] one sigmoid score",
+            class_scores=True,
+            per_pixel=False,
+            default_tile_size=224,  # the usual input of image classifiers (ResNet, EfficientNet...)
+            default_batch_size=16,
         ),
     )
 }
