@@ -81,7 +81,8 @@ def os_error_message(error: OSError, path: str | None = None) -> str:
             "allowed: free disk space in the output folder, or choose an output folder on "
             "another disk, and run again. No partial output was kept."
         )
-    return f"{reason}:{file_text}. Check the path, and that its folder exists and is writable."
+    where_text = f":{file_text}" if file_text else ""
+    return f"{reason}{where_text}. Check the path, and that its folder exists and is writable."
 
 
 def _running_python() -> str:

@@ -69,9 +69,7 @@ def test_the_given_path_wins_over_the_errors_own_file_name():
 
 def test_an_error_without_file_or_strerror_still_gives_its_reason_and_the_way_out():
     message = os_error_message(OSError("it broke"))
-    assert message.startswith("it broke") and message.endswith(
-        "Check the path, and that its folder exists and is writable."
-    )
+    assert message == "it broke. Check the path, and that its folder exists and is writable."
 
 
 # --- exceptions ------------------------------------------------------------------------------
