@@ -203,3 +203,15 @@ def test_the_plugins_own_deprecation_warnings_are_errors():
         warnings.warn_explicit(
             "deprecated", DeprecationWarning, "compat.py", 1, module="rsdl_qgis_plugin.qgis_io"
         )
+
+
+@pytest.mark.skipif(Qgis.QGIS_VERSION_INT < 33800, reason="QgsField deprecates QVariant types from 3.38")
+def test_a_deprecated_qgis_call_from_plugin_code_fails_the_tests():
+    """The real case behind the filter: QGIS's own DeprecationWarning for a deprecated call, made
+    from a frame of a plugin module, is an error; the same call from test code stays silent."""
+    source = (
+        "from qgis.core import QgsField\nfrom qgis.PyQt.QtCore import QVariant\nQgsField('x', QVariant.Int)\n"
+    )
+    with pytest.raises(DeprecationWarning):
+        exec(compile(source, "rsdl_qgis_plugin/probe.py", "exec"), {"__name__": "rsdl_qgis_plugin.probe"})
+    exec(compile(source, "tests/probe.py", "exec"), {"__name__": "tests.probe"})
