@@ -1,7 +1,8 @@
 """Startup script for QGIS desktop (``qgis --code desktop_session.py``), started by desktop_run.py.
 
 It does what an analyst does: loads a raster, makes it the active layer, clicks "Run model on
-active raster", fills MODEL and OUTPUT in the dialog that opens and runs it. It waits for the
+active raster", picks the model in the file dialog that asks for it, fills OUTPUT in the algorithm
+dialog that opens and runs it. It waits for the
 background task to load the styled result, shows it on the map, takes a screenshot, saves the
 project and quits QGIS. Settings come from the JSON file named by RSDL_DESKTOP_CONFIG; what
 happened is written to its "status" file (and QGIS's message log to its "log" file), so a failure
@@ -17,8 +18,8 @@ import traceback
 from typing import Callable
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QAction
+from qgis.PyQt.QtCore import QMetaObject, QTimer
+from qgis.PyQt.QtWidgets import QAction, QApplication, QFileDialog, QLineEdit
 from qgis.utils import iface, plugins
 
 with open(os.environ["RSDL_DESKTOP_CONFIG"], encoding="utf-8") as config_file:
@@ -91,17 +92,35 @@ def start() -> None:
     if action is None:
         STATUS["plugins"] = sorted(plugins)
         raise RuntimeError("no action rsdlRunModelOnActiveRaster: the rsdl plugin did not start")
-    action.trigger()
+    QTimer.singleShot(500, lambda: _answer_file_dialog(20))
+    action.trigger()  # returns once the file dialog is answered and the algorithm dialog is open
     dialog = plugins["rsdl_qgis_plugin"].run_model_action.dialog
     if dialog is None:
         raise RuntimeError("the action opened no dialog")
     step(f"dialog opened for {dialog.algorithm().id()}")
     STATUS["prefilled_input"] = str(dialog.mainWidget().wrappers["INPUT"].parameterValue())
+    STATUS["prefilled_model"] = str(dialog.mainWidget().wrappers["MODEL"].parameterValue())
     dialog.setParameters({"INPUT": layer.id(), "MODEL": CONFIG["model"], "OUTPUT": CONFIG["output"]})
     dialog.runAlgorithm()
     step("algorithm started from the dialog")
     STATUS["tasks_after_run"] = QgsApplication.taskManager().count()
     _wait_for_result(dialog)
+
+
+@guarded
+def _answer_file_dialog(tries: int) -> None:
+    """Pick the model in the modal file dialog the action opened (Qt's own dialog under Xvfb)."""
+    dialog = QApplication.activeModalWidget()
+    if not isinstance(dialog, QFileDialog):
+        if tries <= 0:
+            raise RuntimeError(f"the action showed no model file dialog (modal widget: {dialog!r})")
+        QTimer.singleShot(250, lambda: _answer_file_dialog(tries - 1))
+        return
+    step("model file dialog answered")
+    # Type the path into "File name" and accept, as Enter does (accept() is protected in PyQt;
+    # selectFile waits for the folder listing, which loads asynchronously).
+    dialog.findChild(QLineEdit, "fileNameEdit").setText(CONFIG["model"])
+    QMetaObject.invokeMethod(dialog, "accept")
 
 
 def _wait_for_result(dialog: object) -> None:

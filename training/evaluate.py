@@ -17,7 +17,9 @@ Writes into the output folder:
 
 Batches are dicts: ``{"image": float NCHW normalised, "mask": long NHW}`` for segmentation,
 ``{"image", "label": long N}`` for classification. Logits become classes by argmax; a single
-channel is a sigmoid output, class 1 where ``sigmoid(logit) >= spec.seg_thresh``.
+channel is a sigmoid output, class 1 where ``sigmoid(logit) >= spec.seg_thresh`` (0.5 when the spec
+has none); a segmentation spec that carries ``seg_thresh`` also thresholds several channels, as
+rsdl:segment does.
 """
 
 from __future__ import annotations
@@ -66,10 +68,17 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def predicted_classes(logits: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """Classes from logits [N, C, ...]: argmax, or the sigmoid threshold of one channel."""
+    """Classes from logits [N, C, ...]: argmax, or the sigmoid threshold of one channel.
+
+    A spec that carries ``seg_thresh`` thresholds several per-pixel channels as rsdl:segment does
+    (softmax probabilities; class 0 where none reaches it); tile classifiers keep the argmax.
+    """
     if logits.shape[1] == 1:
-        return (torch.sigmoid(logits[:, 0]) >= spec.seg_thresh).long()
-    return logits.argmax(dim=1)
+        return (torch.sigmoid(logits[:, 0]) >= spec.one_channel_threshold).long()
+    classes = logits.argmax(dim=1)
+    if spec.seg_thresh is not None and logits.dim() > 2:
+        classes = classes * (torch.softmax(logits, dim=1).amax(dim=1) >= spec.seg_thresh)
+    return classes
 
 
 def class_count(spec: ModelSpec, channels: int) -> int:

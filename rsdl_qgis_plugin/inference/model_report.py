@@ -93,7 +93,11 @@ def describe_model(backend: ModelBackend) -> list[Section]:
     ]
     outputs = [(f"Output {index + 1}", _shape_text(o)) for index, o in enumerate(backend.outputs)]
     if role is not None and role.class_scores and role.per_pixel:
-        outputs.append(("Threshold (sigmoid outputs)", f"{spec.seg_thresh:g}"))
+        if spec.seg_thresh is None:
+            threshold = f"{spec.one_channel_threshold:g} for one channel; none for several (argmax)"
+        else:  # Deepness's meaning: every channel
+            threshold = f"{spec.seg_thresh:g} for every channel (class 0 where none reaches it)"
+        outputs.append(("Threshold (seg_thresh)", threshold))
     if spec.ignore_index is not None:
         outputs.append(("Ignore index", str(spec.ignore_index)))
     classes = [

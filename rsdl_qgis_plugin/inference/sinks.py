@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..core.contract.model_spec import ModelSpec
+from ..core.contract.model_spec import DEFAULT_SEG_THRESH, ModelSpec
 from ..core.labels.label_rules import LabelClass, default_class_color
 from .engine import HeadLayout
 
@@ -39,20 +39,29 @@ def class_nodata_value(class_values: list[int]) -> tuple[np.dtype, int]:
 
 
 def classes_and_confidence(
-    values: np.ndarray, seg_thresh: float, class_dtype: np.dtype, class_nodata: int, confidence: bool = True
+    values: np.ndarray,
+    seg_thresh: float | None,
+    class_dtype: np.dtype,
+    class_nodata: int,
+    confidence: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class per pixel (``class_nodata`` where there is no data) and, when asked, its probability
     (NaN where there is no data). A pixel is nodata when any channel is NaN.
 
-    One channel is the probability of class 1 (class 0 below ``seg_thresh``), as in Deepness;
-    several channels are per-class probabilities (argmax: the first of equal maxima wins).
+    ``seg_thresh`` is the model's (``ModelSpec.seg_thresh``), applied as Deepness applies it:
+    one channel is the probability of class 1, class 0 below the threshold (0.5 when None);
+    several channels are per-class probabilities, argmax (the first of equal maxima wins) over
+    the channels that reach the threshold, class 0 (the first channel's class) where none does.
+    None leaves several channels to a plain argmax. The confidence of several channels is the
+    highest probability, also where the threshold fell back to class 0 (there it is below the
+    threshold and belongs to the channel that missed it, not to class 0).
     Works on (rows, width) planes with arithmetic rather than masked assignment: an argmax over
     the channel axis copies the whole array, and masked writes are slow on scattered masks.
     """
     class_dtype = np.dtype(class_dtype)
     if values.shape[0] == 1:
         probability = values[0]
-        foreground = probability >= seg_thresh
+        foreground = probability >= (DEFAULT_SEG_THRESH if seg_thresh is None else seg_thresh)
         classes = foreground.astype(class_dtype)
         certainty = None
         if confidence:  # NaN stays NaN: no nodata fill needed
@@ -73,6 +82,10 @@ def classes_and_confidence(
             np.multiply(higher, class_dtype.type(channel), out=candidate)
             np.maximum(classes, candidate, out=classes)
             np.maximum(certainty, values[channel], out=certainty)
+        if seg_thresh is not None:
+            # Deepness zeroes every channel below the threshold before its argmax: the winner is
+            # unchanged where the maximum reaches it, and channel 0 (all zeros) where it does not.
+            classes *= certainty >= seg_thresh
         nodata = np.isnan(certainty)
         if not confidence:
             certainty = None
@@ -89,7 +102,7 @@ class SegmentationSink:
         self,
         class_writer: RowWriter,
         confidence_writer: RowWriter | None,
-        seg_thresh: float,
+        seg_thresh: float | None,
         class_dtype: np.dtype,
         class_nodata: int,
     ) -> None:

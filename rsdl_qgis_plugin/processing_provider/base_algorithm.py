@@ -169,6 +169,17 @@ class RsdlAlgorithm(QgsProcessingAlgorithm):
                 raise RsdlError(f"{definition.name()}: {error}") from None
 
     @staticmethod
+    def remove_written_layer(destination: str) -> None:
+        """Remove a closed vector output file (and its SQLite side files): a cancelled or failed run
+        leaves no partial output."""
+        path = destination_path(destination)
+        if path is None:
+            return
+        for leftover in (path, f"{path}-journal", f"{path}-wal", f"{path}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+
+    @staticmethod
     def check_written_layer(destination: str, features: int, parameter: str) -> None:
         """Call once the sink is closed (its last reference dropped): a file output must hold every
         feature. QGIS commits a GeoPackage only when the sink closes, and only logs a failed commit
@@ -184,9 +195,7 @@ class RsdlAlgorithm(QgsProcessingAlgorithm):
         layer = datasource = None
         if written == features:
             return
-        for leftover in (path, f"{path}-journal", f"{path}-wal", f"{path}-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(leftover)
+        RsdlAlgorithm.remove_written_layer(destination)
         raise RsdlError(
             f"{parameter}: writing '{path}' failed ({reason}); {written if written >= 0 else 'no'} of "
             f"{features} features were stored. The disk may be full: free disk space in its folder "

@@ -29,7 +29,7 @@ from qgis.core import (
 )
 
 from ..core.datasets import chip_folder as chip_dataset
-from ..core.datasets import chips
+from ..core.datasets import chips, object_chips
 from ..core.datasets.chip_export import ChipExportSettings
 from ..core.datasets.chip_folder import INDEX_FILE
 from ..core.datasets.chips import (
@@ -40,13 +40,20 @@ from ..core.datasets.chips import (
     ChipRules,
     SplitSettings,
 )
+from ..core.datasets.object_chips import (
+    DEFAULT_MIN_VISIBLE_FRACTION,
+    OBJECT_FORMAT_DESCRIPTIONS,
+    ObjectFormat,
+    ObjectSettings,
+)
 from ..core.errors import RsdlError
 from ..core.files.atomic_output import atomic_folder
 from ..core.raster.grid import RasterGrid
 from ..qgis_io.chip_export import cut_chips, write_chip_dataset
 from ..qgis_io.compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_ANY_GEOMETRY, SOURCE_VECTOR_POLYGON
 from ..qgis_io.gdal_calls import raise_if_cancelled
-from ..qgis_io.label_source import label_mask
+from ..qgis_io.label_source import LabelSource, label_mask
+from ..qgis_io.object_chips import open_object_chips
 from ..qgis_io.raster_grid import grid_from_raster_layer, open_gdal
 from .base_algorithm import RsdlAlgorithm
 from .label_parameters import LabelParameters
@@ -65,12 +72,15 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
         "Cuts an image and its labels (a label mask on the image's grid, or vector labels "
         "rasterized onto it by the rules of 'Rasterize labels to a class mask') into square "
         "training chips: georeferenced image/mask GeoTIFF pairs for segmentation and/or image "
-        "chips in class folders for classification. Chips are split into train, validation and "
+        "chips in class folders for classification, or image chips with object annotations "
+        "(COCO JSON, YOLO txt or Pascal VOC xml) from vector labels, one object per feature. "
+        "Chips are split into train, validation and "
         "test sets by spatial blocks, so that no validation or test chip shares a pixel with a "
         "training chip. Nodata and all-ignore chips are skipped; a share of empty chips can be "
         "dropped. Writes a GeoPackage index of chip footprints and a dataset.json that "
         "describes the dataset; the output folder appears only when the export is complete."
         f"<h3>Rules</h3><pre>{html.escape(chips.__doc__ or '')}</pre>"
+        f"<h3>Object chips</h3><pre>{html.escape(object_chips.__doc__ or '')}</pre>"
         f"<h3>Output folder</h3><pre>{html.escape(chip_dataset.__doc__ or '')}</pre>"
     )
 
@@ -81,6 +91,8 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
     STRIDE = "STRIDE"
     MODE = "MODE"
     MIN_COVER = "MIN_COVER"
+    OBJECT_FORMAT = "OBJECT_FORMAT"
+    MIN_VISIBLE_FRACTION = "MIN_VISIBLE_FRACTION"
     VAL_FRACTION = "VAL_FRACTION"
     TEST_FRACTION = "TEST_FRACTION"
     SPLIT_BLOCK = "SPLIT_BLOCK"
@@ -90,6 +102,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
     INDEX = "INDEX"
     CHIP_COUNTS = "CHIP_COUNTS"
     STATISTICS = "STATISTICS"
+    OBJECT_COUNTS = "OBJECT_COUNTS"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.add_parameter(
@@ -144,7 +157,9 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
                 options=[CHIP_MODE_DESCRIPTIONS[m] for m in ChipMode],
                 defaultValue=int(ChipMode.SEGMENTATION),
             ),
-            "0: segmentation image/mask pairs; 1: classification chips in class folders; 2: both.",
+            "0: segmentation image/mask pairs; 1: classification chips in class folders; 2: both; "
+            "3: objects: image chips with object annotations in OBJECT_FORMAT, from vector LABELS "
+            "(each feature is one object; a MASK is refused).",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -156,6 +171,29 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             "Classification: a chip takes the foreground class with the largest share of its "
             "labelled pixels when that share is at least this (0..1); a chip without foreground "
             "takes 'background'; other chips are ambiguous and get no class folder.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                self.OBJECT_FORMAT,
+                self.tr("Object annotation format (objects)"),
+                options=[OBJECT_FORMAT_DESCRIPTIONS[f] for f in ObjectFormat],
+                defaultValue=int(ObjectFormat.COCO),
+            ),
+            "MODE objects: 0: COCO JSON, one <split>/annotations.json with boxes, areas and "
+            "instance polygons in chip pixels; 1: YOLO txt, one <split>/labels/<chip>.txt of "
+            "'class cx cy w h' (normalised) per chip and a data.yaml; 2: Pascal VOC xml, one "
+            "<split>/annotations/<chip>.xml per chip. Ignored in the other modes.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.MIN_VISIBLE_FRACTION,
+                self.tr("Minimum visible fraction of an object (objects)"),
+                NUMBER_DOUBLE,
+                defaultValue=DEFAULT_MIN_VISIBLE_FRACTION,
+            ),
+            "MODE objects: an object cut by a chip edge is annotated in that chip (clipped to "
+            "it) when at least this share (0..1) of its area lies inside the chip; objects "
+            "mostly outside are left out of the chip. 1 keeps only whole objects.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -213,6 +251,11 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
         self.addOutput(
             QgsProcessingOutputString(self.STATISTICS, self.tr("Class statistics per split (JSON)"))
         )
+        self.addOutput(
+            QgsProcessingOutputString(
+                self.OBJECT_COUNTS, self.tr("Objects per split and class (JSON; MODE objects)")
+            )
+        )
 
     def _settings(
         self, parameters: dict[str, Any], context: QgsProcessingContext, grid: RasterGrid
@@ -237,6 +280,22 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
         )
         return ChipExportSettings(plan, split, rules)
 
+    def _object_settings(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, source: LabelSource
+    ) -> ObjectSettings | None:
+        """The object settings of MODE objects (None in the other modes)."""
+        if not ChipMode(self.parameterAsEnum(parameters, self.MODE, context)).writes_objects:
+            return None
+        if source.mask is not None:
+            raise RsdlError(
+                "MODE objects needs vector LABELS (each feature is one object); a label mask "
+                "raster (MASK) holds no objects."
+            )
+        return ObjectSettings(
+            ObjectFormat(self.parameterAsEnum(parameters, self.OBJECT_FORMAT, context)),
+            self.parameterAsDouble(parameters, self.MIN_VISIBLE_FRACTION, context),
+        )
+
     def compute(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
@@ -252,6 +311,7 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             missing="Give the labels: a label mask raster (MASK) or vector label layers (LABELS).",
             both="Give either a label mask raster (MASK) or vector label layers (LABELS), not both.",
         )
+        object_settings = self._object_settings(parameters, context, source)
         grid = grid_from_raster_layer(image_layer)
         image = open_gdal(image_layer)
         settings = self._settings(parameters, context, grid)
@@ -263,7 +323,12 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
         with atomic_folder(output) as folder:
             # The temporary mask lives in the temporary output folder: gone with it on failure.
             with label_mask(source, image_layer, grid, image, folder, transform, steps, GRID_HINT) as mask:
-                cutter = cut_chips(folder, settings, image, mask, grid, steps)
+                objects = None
+                if object_settings is not None:
+                    objects = open_object_chips(
+                        folder, object_settings, source, grid, image.RasterCount, transform, steps
+                    )
+                cutter = cut_chips(folder, settings, image, mask, grid, steps, objects)
             statistics = write_chip_dataset(folder, cutter, image_layer, image, source, feedback)
             raise_if_cancelled(feedback)  # a cancel after the last chip still leaves no folder
 
@@ -272,4 +337,5 @@ class ExportChipsAlgorithm(RsdlAlgorithm):
             self.INDEX: str(Path(output) / INDEX_FILE),
             self.CHIP_COUNTS: json.dumps(cutter.tally.counts()),
             self.STATISTICS: json.dumps(statistics),
+            self.OBJECT_COUNTS: json.dumps(objects.counts() if objects is not None else {}),
         }

@@ -4,7 +4,7 @@ parameters, the raster checks, loading the model and choosing the bands it reads
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from qgis.core import (
     QgsProcessingContext,
@@ -21,9 +21,12 @@ from ..core.contract.model_check import check_raster_compatibility
 from ..core.contract.model_spec import ModelType
 from ..core.contract.model_types import refuse_unless_run_by
 from ..core.errors import ModelSpecError, RsdlError
+from ..core.raster.grid import RasterGrid
 from ..core.tiling.policy import default_batch_size
 from ..inference.backends import DEVICES, ModelBackend, load_model
-from ..qgis_io.provider_reader import provider_band_count, provider_dtype_name
+from ..qgis_io.area_mask import MaskedWindowReader
+from ..qgis_io.provider_reader import ProviderWindowReader, provider_band_count, provider_dtype_name
+from ..qgis_io.stripe_reader import stripe_reader_factory
 from .base_algorithm import RsdlAlgorithm
 
 DEVICE_OPTIONS = ("Auto (GPU when available)", "CPU")
@@ -160,3 +163,25 @@ class ModelAlgorithm(RsdlAlgorithm):
         for warning in compatibility.warnings:
             feedback.pushWarning(warning)
         return compatibility.bands
+
+    @staticmethod
+    def grid_reader_factory(
+        layer: QgsRasterLayer,
+        grid: RasterGrid,
+        bands: tuple[int, ...],
+        area_mask: Path | None,
+        feedback: QgsProcessingFeedback,
+    ) -> Callable[[], Any]:
+        """What a tile stream's reader thread calls for its reader: GDAL stripes for a file at its
+        own pixels, else the QGIS provider; masked by the AREA polygons when given."""
+        source = layer.dataProvider().clone()
+        stripe_reader = stripe_reader_factory(layer, grid, bands)
+        feedback.pushDebugInfo(
+            "Reading: " + ("GDAL, one stripe per tile row." if stripe_reader else "the QGIS provider.")
+        )
+
+        def reader_factory():
+            reader = stripe_reader() if stripe_reader else ProviderWindowReader(source, grid, bands)
+            return MaskedWindowReader(reader, area_mask) if area_mask else reader
+
+        return reader_factory

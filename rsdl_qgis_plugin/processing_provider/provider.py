@@ -9,7 +9,9 @@ from qgis.PyQt.QtGui import QIcon
 
 from .classify_features import ClassifyFeaturesAlgorithm
 from .classify_tiles import ClassifyTilesAlgorithm
+from .detect import DetectAlgorithm
 from .evaluate import EvaluateAlgorithm
+from .evaluate_objects import EvaluateObjectsAlgorithm
 from .export_chips import ExportChipsAlgorithm
 from .model_info import ModelInfoAlgorithm
 from .rasterize_labels import RasterizeLabelsAlgorithm
@@ -21,7 +23,9 @@ ALGORITHMS = (
     SegmentAlgorithm,
     ClassifyTilesAlgorithm,
     ClassifyFeaturesAlgorithm,
+    DetectAlgorithm,
     EvaluateAlgorithm,
+    EvaluateObjectsAlgorithm,
     ModelInfoAlgorithm,
 )
 PLUGIN_FOLDER = Path(__file__).resolve().parent.parent

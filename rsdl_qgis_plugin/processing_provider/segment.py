@@ -40,17 +40,15 @@ from ..inference.sinks import (
     class_nodata_value,
     head_classes,
 )
-from ..qgis_io.area_mask import MaskedWindowReader, write_area_mask
+from ..qgis_io.area_mask import write_area_mask
 from ..qgis_io.compat import (
     NUMBER_DOUBLE,
     SOURCE_VECTOR_POLYGON,
     WKB_MULTIPOLYGON,
 )
 from ..qgis_io.polygonize import add_class_polygons, class_polygon_fields, polygonize_classes
-from ..qgis_io.provider_reader import ProviderWindowReader
 from ..qgis_io.raster_description import RasterDescription, class_raster_description
 from ..qgis_io.raster_writer import GeoTiffRowWriter
-from ..qgis_io.stripe_reader import stripe_reader_factory
 from ..qgis_io.styling import write_class_style
 from .layer_styling import ClassRasterStyler, ClassVectorStyler
 from .model_algorithm import ModelAlgorithm
@@ -282,28 +280,6 @@ class SegmentAlgorithm(ModelAlgorithm):
         )
         return TiledInference(backend, spec, bands, settings, grid.width, grid.height), grid, bands
 
-    @staticmethod
-    def _reader_factory(
-        layer: QgsRasterLayer,
-        grid: RasterGrid,
-        bands: tuple[int, ...],
-        area_mask: Path | None,
-        feedback: QgsProcessingFeedback,
-    ) -> Callable[[], Any]:
-        """What the engine's reader thread calls for its reader: GDAL stripes for a file at its own
-        pixels, else the QGIS provider; masked by the AREA polygons when given."""
-        source = layer.dataProvider().clone()
-        stripe_reader = stripe_reader_factory(layer, grid, bands)
-        feedback.pushDebugInfo(
-            "Reading: " + ("GDAL, one stripe per tile row." if stripe_reader else "the QGIS provider.")
-        )
-
-        def reader_factory():
-            reader = stripe_reader() if stripe_reader else ProviderWindowReader(source, grid, bands)
-            return MaskedWindowReader(reader, area_mask) if area_mask else reader
-
-        return reader_factory
-
     def _run_engine(
         self,
         engine: TiledInference,
@@ -353,7 +329,7 @@ class SegmentAlgorithm(ModelAlgorithm):
             if tiling.area is not None:
                 area_mask = Path(work) / "area.tif"
                 write_area_mask(tiling.area, grid, area_mask, context.transformContext())
-            reader_factory = self._reader_factory(layer, grid, bands, area_mask, feedback)
+            reader_factory = self.grid_reader_factory(layer, grid, bands, area_mask, feedback)
             # Polygons need confidences: a temporary raster when none was asked for.
             confidence_path = confidence or (str(Path(work) / "confidence.tif") if wants_polygons else None)
             # Every raster (all heads, confidence) and its style appear together, and only once

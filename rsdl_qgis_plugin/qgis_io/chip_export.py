@@ -36,6 +36,7 @@ from ..core.datasets.chip_folder import (
     mask_chip_path,
 )
 from ..core.datasets.chips import ChipDecision, ChipOutcome, ChipTally, ChipWindow, Split, decide_chip
+from ..core.datasets.object_chips import object_report_lines
 from ..core.labels.label_rules import unnamed_class_name
 from ..core.metrics.class_statistics import ClassStatistics
 from ..core.raster.grid import RasterGrid
@@ -44,6 +45,7 @@ from .chip_writer import ChipFileWriter, Strip, StripReader
 from .gdal_calls import raise_if_cancelled
 from .label_source import LabelMask, LabelSource
 from .mask_description import MaskDescription
+from .object_chips import ObjectChips
 
 
 class ChipCutter:
@@ -55,8 +57,10 @@ class ChipCutter:
         settings: ChipExportSettings,
         description: MaskDescription,
         writer: ChipFileWriter,
+        objects: ObjectChips | None = None,
     ) -> None:
         self.folder = folder
+        self.objects = objects
         self.settings = settings
         self.rules = settings.rules
         self.description = description
@@ -76,12 +80,18 @@ class ChipCutter:
         mask = strip.mask_chip(window, self.ignore_value)
         statistics = ClassStatistics(self.ignore_value)
         statistics.add_block(mask)
-        decision = decide_chip(window, strip.image_all_nodata(window), statistics, self.rules)
+        in_chip = self.objects.in_chip(window) if self.objects is not None else None
+        object_count = len(in_chip.objects) if in_chip is not None else None
+        decision = decide_chip(window, strip.image_all_nodata(window), statistics, self.rules, object_count)
         self.tally.add(decision, split, statistics)
         if decision.outcome != ChipOutcome.WRITTEN:
             return
         image = strip.image_chip(window)
         image_path = mask_path = class_path = class_name = None
+        if self.objects is not None and in_chip is not None:
+            image_path = image_chip_path(split, window.chip_id)
+            self.writer.write_image(self.folder, image_path, window, image)
+            self.objects.write(split, window, in_chip)
         if self.rules.mode.writes_segmentation:
             image_path = image_chip_path(split, window.chip_id)
             mask_path = mask_chip_path(split, window.chip_id)
@@ -103,6 +113,7 @@ class ChipCutter:
                 class_name,
                 dict(statistics.counts),
                 statistics.ignored,
+                object_count,
             )
         )
 
@@ -134,11 +145,14 @@ def cut_chips(
     mask: LabelMask,
     grid: RasterGrid,
     feedback: QgsFeedback,
+    objects: ObjectChips | None = None,
 ) -> ChipCutter:
-    """Cut and write every chip of the plan into ``folder``; the cutter holds the tally and records."""
+    """Cut and write every chip of the plan into ``folder``; the cutter holds the tally and records.
+
+    With ``objects`` (MODE objects) each written chip gets its objects' annotations."""
     values = mask.description.values
     writer = ChipFileWriter(image, mask.dataset, grid, values.ignore_value)
-    cutter = ChipCutter(folder, settings.for_mask(values), mask.description, writer)
+    cutter = ChipCutter(folder, settings.for_mask(values), mask.description, writer, objects)
     cutter.cut_all(StripReader(image, mask.dataset, settings.plan.size), feedback)
     return cutter
 
@@ -169,6 +183,14 @@ def write_chip_dataset(
             feedback.pushInfo(line.text)
     for warning in empty_split_warnings(tally, settings.split):
         feedback.pushWarning(warning)
+    objects = cutter.objects
+    if objects is not None:
+        objects.finish([split for split in Split if tally.written.get(split)])
+        for line in object_report_lines(objects.tally, objects.classes, objects.without_area):
+            if line.warning:
+                feedback.pushWarning(line.text)
+            else:
+                feedback.pushInfo(line.text)
     document = dataset_document(
         rules=settings.rules,
         chip_size=settings.plan.size,
@@ -182,6 +204,7 @@ def write_chip_dataset(
         folders=cutter.folders,
         tally=tally,
         statistics=statistics,
+        objects=objects.summary() if objects is not None else None,
     )
     (folder / DATASET_FILE).write_text(json.dumps(document, indent=2), encoding="utf-8")
     return statistics

@@ -29,6 +29,7 @@ _FIELDS = (
     ("labelled_frac", ogr.OFTReal),
     ("ignored_frac", ogr.OFTReal),
 )
+_OBJECTS_FIELD = "objects"
 
 
 def footprint(grid: RasterGrid, record: ChipRecord) -> ogr.Geometry:
@@ -80,7 +81,10 @@ def _write_index(
     layer = datasource.CreateLayer(INDEX_LAYER, srs, ogr.wkbPolygon, ["SPATIAL_INDEX=YES"])
     action = f"Creating layer '{INDEX_LAYER}' in '{path}'"
     check_gdal(layer is not None and no_gdal_failure(), action, feedback, path)
-    for name, field_type in _FIELDS:
+    # Object chips add their object count; other exports keep the fields they always had.
+    with_objects = any(record.objects is not None for record in records)
+    fields = (*_FIELDS, (_OBJECTS_FIELD, ogr.OFTInteger)) if with_objects else _FIELDS
+    for name, field_type in fields:
         check_gdal(layer.CreateField(ogr.FieldDefn(name, field_type)) == 0, action, feedback, path)
     for value in pixel_values:
         field = ogr.FieldDefn(pixel_field(value), ogr.OFTInteger64)
@@ -109,6 +113,8 @@ def _write_index(
         }
         for value in pixel_values:
             attributes[pixel_field(value)] = record.counts.get(value, 0)
+        if with_objects:
+            attributes[_OBJECTS_FIELD] = record.objects
         for name, value in attributes.items():
             if value is None:
                 feature.SetFieldNull(name)

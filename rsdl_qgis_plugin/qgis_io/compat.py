@@ -90,6 +90,7 @@ SKIP_GEOMETRY_VALIDITY_CHECKS = _value(
 FAST_INSERT = _value("FAST_INSERT", "QgsFeatureSink.Flag.FastInsert", "QgsFeatureSink.FastInsert")
 
 # Geometry, units, layers, transforms
+WKB_POINT = _value("WKB_POINT", "Qgis.WkbType.Point", "QgsWkbTypes.Point")
 WKB_POLYGON = _value("WKB_POLYGON", "Qgis.WkbType.Polygon", "QgsWkbTypes.Polygon")
 WKB_MULTIPOLYGON = _value("WKB_MULTIPOLYGON", "Qgis.WkbType.MultiPolygon", "QgsWkbTypes.MultiPolygon")
 GEOMETRY_POLYGON = _value("GEOMETRY_POLYGON", "Qgis.GeometryType.Polygon", "QgsWkbTypes.PolygonGeometry")

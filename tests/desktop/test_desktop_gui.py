@@ -2,8 +2,8 @@
 on active raster" on a loaded raster runs in the background and shows the styled result.
 
 scripts/desktop_run.py starts QGIS; scripts/desktop_session.py (run by QGIS with --code) loads
-the raster, triggers the action, fills MODEL and OUTPUT in the dialog, runs it, waits for the
-task, takes the screenshot, saves the project and quits.
+the raster, triggers the action, picks the model in its file dialog, fills OUTPUT in the
+algorithm dialog, runs it, waits for the task, takes the screenshot, saves the project and quits.
 """
 
 from __future__ import annotations
@@ -32,12 +32,16 @@ def desktop_run(tmp_path_factory, sample_scene, test_models) -> DesktopRun:
     )
 
 
-def test_action_runs_the_model_and_loads_the_styled_result(desktop_run):
+def test_action_runs_the_model_and_loads_the_styled_result(desktop_run, test_models):
     status = desktop_run.status
     details = f"{json.dumps(status, indent=1)}\n{desktop_run.diagnostics}"
     assert status.get("state") == "ok", f"the desktop session did not finish: {details}"
     assert "dialog opened for rsdl:segment" in status["steps"], details
+    assert "model file dialog answered" in status["steps"], details
     assert status["prefilled_input"].startswith("scene"), "the action did not fill in the active raster"
+    assert status["prefilled_model"] == str(test_models["fcn_seg.onnx"]), (
+        "the action did not fill in the model"
+    )
     assert desktop_run.output.exists() and desktop_run.output.with_suffix(".qml").exists()
     assert status["renderer"] == "paletted", details
     assert status["classes"] == ["background", "building", "water"]

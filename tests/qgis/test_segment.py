@@ -205,6 +205,66 @@ def test_deepness_models_run_on_the_orthophoto(model, shared_data, run_algorithm
             assert names[index] == name, (head, names[:4])
 
 
+def deepness_classes(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Deepness's MapProcessorSegmentation._process_tile for a multi-channel output, restated:
+    every channel below the threshold is set to 0, then the argmax over the channels."""
+    zeroed = probabilities.copy()
+    zeroed[zeroed < threshold] = 0.0
+    return zeroed.argmax(axis=0)
+
+
+def test_a_carried_seg_thresh_classifies_as_deepness_does(shared_data, run_algorithm, tmp_path):
+    onnx = pytest.importorskip("onnx", reason="writes a copy of the peer's model with seg_thresh")
+    bare = shared_data / "deepness_peer/models/dummy_segmentation_models/dummy_model.onnx"
+    model = onnx.load(str(bare))
+    assert not model.metadata_props  # the peer ships it bare: rsdl's default is a plain argmax
+    onnx.helper.set_model_props(model, {"seg_thresh": "0.5"})
+    with_key = tmp_path / "dummy_model_seg_thresh.onnx"
+    onnx.save(model, str(with_key))
+    raster = shared_data / "deepness_peer/dummy_fotomap_small.tif"
+    outputs = {}
+    for name, path in (("with", with_key), ("without", bare)):
+        outputs[name] = tmp_path / f"{name}.tif"
+        run_algorithm(
+            ALG,
+            {
+                "INPUT": str(raster),
+                "MODEL": str(path),
+                "OVERLAP": 0,
+                "MERGE": 3,
+                "OUTPUT": str(outputs[name]),
+            },
+        )
+
+    # The oracle: onnxruntime over the image's own 512 px tiles (zero-padded at the edges), the
+    # first three bands scaled by 1/255 as the model's missing metadata says, then Deepness's rule.
+    dataset = gdal.Open(str(raster))
+    image = dataset.ReadAsArray()[:3].astype(np.float32) / np.float32(255.0)
+    valid = dataset.GetRasterBand(1).GetMaskBand().ReadAsArray() > 0  # the alpha band
+    rows, cols = image.shape[1:]
+    padded = np.zeros((3, -(-rows // 512) * 512, -(-cols // 512) * 512), dtype=np.float32)
+    padded[:, :rows, :cols] = image
+    session = onnxruntime.InferenceSession(str(with_key), providers=["CPUExecutionProvider"])
+    probabilities = np.zeros_like(padded)
+    for row in range(0, padded.shape[1], 512):
+        for col in range(0, padded.shape[2], 512):
+            tile = padded[None, :, row : row + 512, col : col + 512]
+            probabilities[:, row : row + 512, col : col + 512] = session.run(
+                None, {"input_rgb_512x512": tile}
+            )[0][0]
+    probabilities = probabilities[:, :rows, :cols]
+    deepness = deepness_classes(probabilities, 0.5)[valid]
+    argmax = probabilities.argmax(axis=0)[valid]
+    with_threshold, without = read_band(outputs["with"])[valid], read_band(outputs["without"])[valid]
+
+    agreement = (with_threshold == deepness).mean()
+    assert agreement >= 0.999, agreement
+    # Without the key rsdl keeps its plain argmax, which is far from Deepness's rule here.
+    assert (without == argmax).mean() >= 0.999
+    assert (without == deepness).mean() < 0.5
+    assert len(np.unique(deepness)) == 3  # not vacuous: the fallback and the argmax both occur
+
+
 def _resolution(path: Path) -> tuple[float, float]:
     geotransform = gdal.Open(str(path)).GetGeoTransform()
     return geotransform[1], geotransform[5]

@@ -239,3 +239,21 @@ def test_reference_values_beyond_the_classes_are_refused(tmp_path):
     mask = torch.full((1, 4, 4), 7)
     with pytest.raises(RsdlError, match=r"Reference values \[7\] lie outside the net's 4 classes"):
         evaluate(nn.Identity(), SEG_SPEC, [{"image": images, "mask": mask}], tmp_path)
+
+
+@pytest.mark.parametrize("seg_thresh", [None, 0.5, 0.7])
+@pytest.mark.parametrize("channels", [1, 4])
+def test_predicted_classes_follow_the_plugins_rule(seg_thresh, channels):
+    # rsdl:segment classifies the exported (softmax / sigmoid) probabilities with the same spec
+    from rsdl_qgis_plugin.inference.sinks import classes_and_confidence
+    from training.evaluate import predicted_classes
+
+    logits = torch.randn(2, channels, 9, 11, generator=torch.Generator().manual_seed(channels)) * 2
+    spec = ModelSpec(class_names=NAMES, seg_thresh=seg_thresh)
+    activation = torch.sigmoid if channels == 1 else lambda x: torch.softmax(x, dim=1)
+    probabilities = activation(logits).numpy()
+    expected = [classes_and_confidence(p, seg_thresh, np.dtype(np.uint8), 255)[0] for p in probabilities]
+    predicted = predicted_classes(logits, spec).numpy()
+    np.testing.assert_array_equal(predicted, np.stack(expected))
+    if seg_thresh == 0.7 and channels == 4:
+        assert (predicted == 0).mean() > (logits.argmax(dim=1) == 0).float().mean()  # the rule applies

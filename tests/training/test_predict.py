@@ -84,7 +84,8 @@ def test_predict_equals_the_plugin_engine_in_process(tmp_path, test_models):
     engine = TiledInference(backend, backend.spec, (1, 2, 3), settings, 150, 110)
     classes, confidence = Collect(110, 150, np.uint8), Collect(110, 150, np.float32)
     engine.run(
-        lambda: ArrayReader(data), [SegmentationSink(classes, confidence, 0.5, np.dtype(np.uint8), 255)]
+        lambda: ArrayReader(data),
+        [SegmentationSink(classes, confidence, backend.spec.seg_thresh, np.dtype(np.uint8), 255)],
     )
 
     with rasterio.open(tmp_path / "out" / "scene_classes.tif") as out:

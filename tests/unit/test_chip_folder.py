@@ -20,12 +20,15 @@ from rsdl_qgis_plugin.core.datasets.chip_folder import (
     ClassFolders,
     class_entries,
     classification_chip_path,
+    coco_annotations_path,
     dataset_document,
     image_chip_path,
     load_dataset_document,
     mask_chip_path,
     pixel_field,
     safe_folder_name,
+    voc_annotation_path,
+    yolo_label_path,
 )
 from rsdl_qgis_plugin.core.datasets.chips import (
     ChipDecision,
@@ -120,6 +123,32 @@ def test_document_round_trips_through_dataset_json(tmp_path):
     assert loaded["counts"]["train"] == loaded["counts"]["val"] == 1 and loaded["counts"]["total"] == 2
     assert loaded["counts"]["skipped_nodata"] == 1
     assert loaded["classification_counts"] == {"train": {"water": 1}, "val": {"Low_vegetation": 1}}
+
+
+def test_object_chips_add_their_entry_and_paths():
+    values = MaskValues(background_value=0, ignore_value=255)
+    assert "objects" not in exported_document(values)
+    rules = ChipRules(ChipMode.OBJECTS, 0)
+    document = dataset_document(
+        rules=rules,
+        chip_size=64,
+        stride=64,
+        split=SplitSettings(0.2, 0.0, 128, 7),
+        block_counts={"train": 4, "val": 1, "test": 0},
+        image={},
+        labels={},
+        classes=CLASSES,
+        values=values,
+        folders=None,
+        tally=ChipTally(255),
+        statistics={},
+        objects={"format": "coco"},
+    )
+    assert document["mode"] == "objects" and document["objects"] == {"format": "coco"}
+    assert set(document) == DOCUMENTED_KEYS | {"objects"}
+    assert coco_annotations_path(Split.VAL) == "val/annotations.json"
+    assert yolo_label_path(Split.TRAIN, "r000000_c000064") == "train/labels/r000000_c000064.txt"
+    assert voc_annotation_path(Split.TEST, "r1") == "test/annotations/r1.xml"
 
 
 def test_sparse_labels_have_no_background_class_and_segmentation_no_folders():

@@ -246,6 +246,22 @@ def test_decide_chip_order_of_rules():
     assert decide_chip(window, False, partial, ChipRules(ChipMode.BOTH, 0, min_cover=0.25)).class_value == 1
 
 
+def test_object_chips_are_empty_without_objects_whatever_their_pixels():
+    window = ChipWindow(0, 0, 8)
+    objects = ChipRules(ChipMode.OBJECTS, background_value=0, keep_empty=0.0)
+    building = np.zeros((8, 8))
+    building[:2] = 1
+    partial, empty = statistics_of(building), statistics_of(np.zeros((8, 8)))
+    # Pixels of an object mostly outside the chip, but no object kept in it: empty.
+    assert decide_chip(window, False, partial, objects, object_count=0).outcome == ChipOutcome.EMPTY
+    assert decide_chip(window, False, empty, objects, object_count=1) == ChipDecision(ChipOutcome.WRITTEN)
+    assert decide_chip(window, True, partial, objects, object_count=1).outcome == ChipOutcome.NODATA
+    ignored = statistics_of(np.full((8, 8), 255))
+    assert decide_chip(window, False, ignored, objects, object_count=1).outcome == ChipOutcome.ALL_IGNORE
+    flags = [(m.writes_segmentation, m.writes_classification, m.writes_objects) for m in ChipMode]
+    assert flags == [(True, False, False), (False, True, False), (True, True, False), (False, False, True)]
+
+
 @pytest.mark.parametrize("name", ["MIN_COVER", "KEEP_EMPTY"])
 def test_rules_refuse_fractions_outside_0_1(name):
     arguments = {"min_cover": 0.5, "keep_empty": 1.0, name.lower(): 1.5}

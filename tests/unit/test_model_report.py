@@ -55,6 +55,8 @@ def test_the_segmentation_model_reports_its_shapes_classes_and_spec(test_models)
     assert sections["Input"]["Tile size"] == f"{SEG_SPEC.tile_size} px"
     assert sections["Input"]["Tile overlap"] == "25 %"
     assert sections["Input"]["Resolution"] == "50 cm/px (0.5 m)"
+    # SEG_SPEC carries no seg_thresh: its three channels take a plain argmax
+    assert sections["Outputs"]["Threshold (seg_thresh)"] == "0.5 for one channel; none for several (argmax)"
     assert sections["Normalisation"]["mean"] == ", ".join(f"{v:g}" for v in SEG_SPEC.standardization_mean)
     assert sections["Normalisation"]["std"] == ", ".join(f"{v:g}" for v in SEG_SPEC.standardization_std)
     assert sections["Classes"] == {
@@ -101,7 +103,14 @@ def test_the_classifier_and_the_regressor(test_models):
     ]
     regressor = report(test_models["fcn_regressor.onnx"])
     assert regressor["Classes"] == {"": "none named"}
-    assert "Threshold (sigmoid outputs)" not in regressor["Outputs"]
+    assert "Threshold (seg_thresh)" not in regressor["Outputs"]
+
+
+def test_a_carried_seg_thresh_is_reported_for_every_channel(test_models):
+    backend = load_model(test_models["fcn_seg.onnx"])
+    backend.spec = dataclasses.replace(backend.spec, seg_thresh=0.3)
+    rows = dict(dict(describe_model(backend))["Outputs"])
+    assert rows["Threshold (seg_thresh)"] == "0.3 for every channel (class 0 where none reaches it)"
 
 
 def test_a_fixed_input_wins_over_the_tile_size_of_the_metadata(test_models):

@@ -72,7 +72,9 @@ def test_missing_keys_take_documented_defaults():
     assert spec.standardization_mean == (0.0,) and spec.standardization_std == (1.0,)
     assert spec.max_pixel_value == 255.0
     assert spec.bands is None and spec.ignore_index is None
-    assert spec.seg_thresh == 0.5
+    # no seg_thresh: one channel at 0.5, several by plain argmax; and none is written back
+    assert spec.seg_thresh is None and spec.one_channel_threshold == 0.5
+    assert "seg_thresh" not in spec.to_metadata()
     assert spec.spec_version == 0  # not written by rsdl
     assert spec.training == {} and spec.extra == {}
     assert ModelSpec.from_metadata(spec.to_metadata()) == spec
@@ -85,17 +87,15 @@ def test_deepness_keys_are_read_and_written_back():
     assert spec.resolution_cm == 5.5
     assert spec.tile_size == 256  # from "tiles_size"
     assert spec.tiles_overlap_percent == 11
-    assert spec.seg_thresh == 0.3
-    assert spec.extra == {
-        "seg_small_segment": "13",
-        "reg_output_scaling": "1.1",
-        "det_conf": "0.6",
-        "det_iou_thresh": "0.44",
-    }
+    assert spec.seg_thresh == spec.one_channel_threshold == 0.3
+    # A regressor may carry Deepness's detection keys: read (not refused) and written back.
+    assert spec.det_conf == 0.6 and spec.det_iou_thresh == 0.44 and spec.det_type is None
+    assert spec.extra == {"seg_small_segment": "13", "reg_output_scaling": "1.1"}
     metadata = spec.to_metadata()
     assert metadata["tile_size"] == metadata["tiles_size"] == "256"  # both Deepness spellings
     assert metadata["tiles_overlap"] == "11"  # Deepness reads it with int()
     assert {k: metadata[k] for k in spec.extra} == spec.extra
+    assert (metadata["det_conf"], metadata["det_iou_thresh"]) == ("0.6", "0.44")
     assert ModelSpec.from_metadata(metadata) == spec
 
 
@@ -184,3 +184,64 @@ def test_class_name_fallback_per_head():
     assert spec.class_name(1, head=1) == "tree"
     assert spec.class_name(0, head=1) == "class_0"
     assert spec.class_name(0, head=7) == "class_0"
+
+
+def test_detector_keys_round_trip_as_deepness_writes_them():
+    metadata = {
+        "model_type": '"Detector"',
+        "det_conf": "0.3",
+        "det_iou_thresh": "0.5",
+        "det_type": '"YOLO_Ultralytics_obb"',
+        "class_names": '{"0": "plane", "1": "ship"}',
+    }
+    spec = ModelSpec.from_metadata(metadata)
+    assert spec.model_type is ModelType.DETECTOR
+    assert (spec.det_conf, spec.det_iou_thresh, spec.det_type) == (0.3, 0.5, "YOLO_Ultralytics_obb")
+    assert spec.extra == {}
+    written = spec.to_metadata()
+    assert {k: json.loads(written[k]) for k in ("det_conf", "det_iou_thresh", "det_type")} == {
+        "det_conf": 0.3,
+        "det_iou_thresh": 0.5,
+        "det_type": "YOLO_Ultralytics_obb",
+    }
+    assert ModelSpec.from_metadata(written) == spec
+    # Without the keys nothing is written, so other models' metadata stays as it was.
+    assert not {"det_conf", "det_iou_thresh", "det_type"} & set(ModelSpec().to_metadata())
+
+
+def test_instance_segmentor_type_and_det_type_spelling():
+    spec = ModelSpec.from_metadata({"model_type": "instancesegmentor", "det_type": "yolo_v9"})
+    assert spec.model_type is ModelType.INSTANCE_SEGMENTOR
+    assert spec.det_type == "YOLO_v9"  # Deepness's spelling, whatever the case written
+    assert json.loads(spec.to_metadata()["model_type"]) == "InstanceSegmentor"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"det_conf": "1.5"}, r"'det_conf' must lie between 0 and 1, got 1.5"),
+        ({"det_iou_thresh": "-0.1"}, r"'det_iou_thresh' must lie between 0 and 1, got -0.1"),
+        ({"det_conf": '"high"'}, r"'det_conf' has the value 'high'"),
+        ({"det_type": '"YOLO_v12"'}, r"'YOLO_v12'.*YOLO_v5_or_v7_default, YOLO_v6, YOLO_v9, "
+         r"YOLO_Ultralytics, YOLO_Ultralytics_segmentation, YOLO_Ultralytics_obb"),
+    ],
+)  # fmt: skip
+def test_bad_detector_keys_are_refused(metadata, message):
+    with pytest.raises(ModelSpecError, match=message):
+        ModelSpec.from_metadata(metadata)
+
+
+@pytest.mark.parametrize(
+    ("version", "written", "read"),
+    [
+        ("1", "0.5", None),  # rsdl 1 wrote its default into every file: not a choice
+        ("1", "0.3", 0.3),
+        ("2", "0.5", 0.5),
+        (None, "0.5", 0.5),  # Deepness (no rsdl version): always the model's choice
+    ],
+)
+def test_seg_thresh_written_by_rsdl_spec_version_1_as_its_default_reads_as_absent(version, written, read):
+    metadata = {"seg_thresh": written, "model_type": '"Segmentor"'}
+    if version is not None:
+        metadata["rsdl_spec_version"] = version
+    assert ModelSpec.from_metadata(metadata).seg_thresh == read

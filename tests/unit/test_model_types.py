@@ -17,10 +17,26 @@ from rsdl_qgis_plugin.core.errors import ModelSpecError
 
 
 def test_every_runnable_type_names_its_tools_and_layouts():
-    assert {ModelType.SEGMENTOR, ModelType.CLASSIFIER, ModelType.REGRESSOR} == RUNNABLE_MODEL_TYPES
+    assert {
+        ModelType.SEGMENTOR,
+        ModelType.CLASSIFIER,
+        ModelType.REGRESSOR,
+        ModelType.DETECTOR,
+        ModelType.INSTANCE_SEGMENTOR,
+    } == RUNNABLE_MODEL_TYPES
     for model_type, role in MODEL_TYPE_ROLES.items():
         assert role.model_type is model_type and role.tools and role.head_layouts
-    assert role_of(ModelType.DETECTOR) is None
+    assert role_of(ModelType.RECOGNITION) is None
+
+
+@pytest.mark.parametrize("model_type", [ModelType.DETECTOR, ModelType.INSTANCE_SEGMENTOR])
+def test_detectors_are_objects_not_maps(model_type):
+    role = role_of(model_type)
+    assert role.tools == ("rsdl:detect",)
+    assert not role.class_scores and not role.per_pixel
+    assert (role.default_tile_size, role.default_batch_size) == (640, 4)
+    for layout in ("[B, N, 5 + classes]", "[B, 4 + classes, N]", "prototypes", "angle", "boxes [B, N, 4]"):
+        assert layout in role.head_layouts
 
 
 @pytest.mark.parametrize(
@@ -31,6 +47,8 @@ def test_every_runnable_type_names_its_tools_and_layouts():
         (ModelType.REGRESSOR, "python -m training predict"),
         (ModelType.CLASSIFIER, "rsdl:classifytiles"),
         (ModelType.CLASSIFIER, "rsdl:classifyfeatures"),
+        (ModelType.DETECTOR, "rsdl:detect"),
+        (ModelType.INSTANCE_SEGMENTOR, "rsdl:detect"),
     ],
 )
 def test_a_tool_runs_the_types_it_is_registered_for(model_type, tool):
@@ -43,7 +61,13 @@ def test_a_tool_runs_the_types_it_is_registered_for(model_type, tool):
         (ModelType.CLASSIFIER, "rsdl:segment", r"'m.onnx' is a 'Classifier' .*rsdl:segment runs Segmentor "
          r"and Regressor models\. Use rsdl:classifytiles or rsdl:classifyfeatures"),
         (ModelType.REGRESSOR, "rsdl:classifytiles", r"runs Classifier models\. Use rsdl:segment"),
-        (ModelType.DETECTOR, "rsdl:segment", r"rsdl runs no tool for Detector models yet"),
+        (ModelType.DETECTOR, "rsdl:segment", r"'Detector' .*Use rsdl:detect for Detector models"),
+        (ModelType.INSTANCE_SEGMENTOR, "rsdl:segment", r"Use rsdl:detect for InstanceSegmentor models"),
+        (ModelType.DETECTOR, "rsdl:classifytiles", r"runs Classifier models\. Use rsdl:detect"),
+        (ModelType.INSTANCE_SEGMENTOR, "rsdl:classifyfeatures", r"Use rsdl:detect"),
+        (ModelType.DETECTOR, "python -m training predict", r"Use rsdl:detect"),
+        (ModelType.SEGMENTOR, "rsdl:detect", r"rsdl:detect runs Detector and InstanceSegmentor models\. "
+         r"Use rsdl:segment"),
         (ModelType.UNKNOWN, "rsdl:classifyfeatures", r"no tool for"),
     ],
 )  # fmt: skip
@@ -59,7 +83,7 @@ def test_an_undeclared_model_may_run_where_its_outputs_decide():
         refuse_unless_run_by(undeclared, "rsdl:classifytiles")
 
 
-@pytest.mark.parametrize("declared", ["Recognition", "Superresolution", "Detector", "Regression"])
+@pytest.mark.parametrize("declared", ["Recognition", "Superresolution", "Regression"])
 def test_types_rsdl_does_not_run_are_read_then_refused(declared):
     spec = ModelSpec.from_metadata({"model_type": json.dumps(declared)})
     assert spec.declared_model_type == declared

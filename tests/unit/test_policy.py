@@ -56,6 +56,7 @@ def test_overlap_in_pixels(asked, metadata, tile, expected):
 
 
 def test_unrun_types_fall_back_to_the_segmentor_defaults():
-    assert default_tile_size(ModelType.DETECTOR) == default_tile_size(ModelType.SEGMENTOR)
+    assert default_tile_size(ModelType.RECOGNITION) == default_tile_size(ModelType.SEGMENTOR)
+    assert default_tile_size(ModelType.DETECTOR) == 640  # YOLO's input size
     assert default_batch_size(ModelType.UNKNOWN) == default_batch_size(ModelType.SEGMENTOR) == 4
     assert default_batch_size(ModelType.CLASSIFIER) == 16

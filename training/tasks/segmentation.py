@@ -66,7 +66,7 @@ class SegmentationTask(RsdlTask):
 
     def predict_classes(self, logits: torch.Tensor) -> torch.Tensor:
         if self.binary:  # sigmoid(x) >= seg_thresh, with the spec's threshold
-            threshold = self.data_spec.seg_thresh if self.data_spec is not None else 0.5
+            threshold = self.data_spec.one_channel_threshold if self.data_spec is not None else 0.5
             return (torch.sigmoid(logits[:, 0]) >= threshold).long()
         return logits.argmax(dim=1)
 

@@ -9,7 +9,8 @@ defaults (the peer plugin Deepness reads and writes the keys marked D):
 key                        meaning                           when missing
 =========================  ================================  ====================================
 ``model_type`` D           Segmentor, Classifier, Regressor, Segmentor
-                           Detector (case-insensitive);
+                           Detector, InstanceSegmentor
+                           (case-insensitive);
                            Deepness's Recognition and
                            Superresolution are read but not
                            run; any other value is UNKNOWN
@@ -27,13 +28,31 @@ key                        meaning                           when missing
 ``standardization_std`` D  per channel (or one for all)      (1.0,)
 ``max_pixel_value``        the scale before standardising    255
 ``bands``                  1-based raster bands, in order    None (the first N bands)
-``seg_thresh`` D           threshold for sigmoid outputs     0.5
+``seg_thresh`` D           probability threshold of every    None: one channel at 0.5,
+                           segmentation head, as Deepness    several channels by plain
+                           applies it: one channel is class  argmax (no threshold)
+                           1 where it reaches (>=) the
+                           threshold; several channels: the
+                           argmax of those that reach it,
+                           class 0 where none does. rsdl
+                           spec version 1 wrote 0.5 into
+                           every file: read as absent
 ``ignore_index``           label value never predicted       None
+``det_conf`` D             detector confidence threshold     None (rsdl:detect: 0.25)
+                           (0 to 1)
+``det_iou_thresh`` D       detector NMS IoU threshold        None (rsdl:detect: 0.45)
+                           (0 to 1)
+``det_type`` D             Deepness's detector output        None (the output shapes decide:
+                           layout: YOLO_v5_or_v7_default,    ``detection_layouts.py``)
+                           YOLO_v6, YOLO_v9,
+                           YOLO_Ultralytics,
+                           YOLO_Ultralytics_segmentation,
+                           YOLO_Ultralytics_obb
 ``rsdl_spec_version``      version of this contract          0 (not written by rsdl)
 ``training``               metrics, data provenance (JSON)   {}
 =========================  ================================  ====================================
 
-Every other key (Deepness's ``seg_small_segment``, ``reg_output_scaling``, ``det_conf``...) is
+Every other key (Deepness's ``seg_small_segment``, ``reg_output_scaling``...) is
 kept verbatim in ``extra`` and written back unchanged. ``to_metadata`` writes the tile size under
 both ``tile_size`` and ``tiles_size``, because Deepness versions read one or the other.
 
@@ -60,16 +79,26 @@ from ..labels.label_rules import unnamed_class_name
 __all__ = [
     "DEFAULT_MAX_PIXEL_VALUE",
     "DEFAULT_SEG_THRESH",
+    "DETECTOR_TYPES",
     "SPEC_VERSION",
     "TORCHSCRIPT_SPEC_FILE",
     "ModelSpec",
     "ModelType",
 ]
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: seg_thresh is written only when chosen, and thresholds every channel
 DEFAULT_MAX_PIXEL_VALUE = 255.0
 DEFAULT_SEG_THRESH = 0.5
 TORCHSCRIPT_SPEC_FILE = "rsdl_spec.json"
+# Deepness's ``det_type`` values (its DetectorType), as it spells them.
+DETECTOR_TYPES = (
+    "YOLO_v5_or_v7_default",
+    "YOLO_v6",
+    "YOLO_v9",
+    "YOLO_Ultralytics",
+    "YOLO_Ultralytics_segmentation",
+    "YOLO_Ultralytics_obb",
+)
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -80,6 +109,7 @@ class ModelType(str, enum.Enum):
     CLASSIFIER = "Classifier"
     REGRESSOR = "Regressor"
     DETECTOR = "Detector"
+    INSTANCE_SEGMENTOR = "InstanceSegmentor"
     # Deepness types that rsdl reads (to describe the model) but does not run.
     RECOGNITION = "Recognition"
     SUPERRESOLUTION = "Superresolution"
@@ -114,6 +144,9 @@ _KNOWN_KEYS = frozenset(
         "ignore_index",
         "rsdl_spec_version",
         "training",
+        "det_conf",
+        "det_iou_thresh",
+        "det_type",
     }
 )
 
@@ -136,12 +169,17 @@ class ModelSpec:
     standardization_std: tuple[float, ...] = (1.0,)
     max_pixel_value: float = DEFAULT_MAX_PIXEL_VALUE
     bands: tuple[int, ...] | None = None
-    seg_thresh: float = DEFAULT_SEG_THRESH
+    # None: the file carries no 'seg_thresh' (one-channel heads use DEFAULT_SEG_THRESH, several
+    # channels a plain argmax); a value applies to every head, as in Deepness.
+    seg_thresh: float | None = None
     ignore_index: int | None = None
     spec_version: int = SPEC_VERSION
     training: dict = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
     more_head_class_names: tuple[dict[int, str], ...] = ()
+    det_conf: float | None = None
+    det_iou_thresh: float | None = None
+    det_type: str | None = None  # one of DETECTOR_TYPES
 
     def __post_init__(self) -> None:
         # Coerce sequences given as lists (training code, JSON) so equality and hashing of
@@ -154,6 +192,8 @@ class ModelSpec:
         if self.bands is not None:
             set_(self, "bands", tuple(int(b) for b in self.bands))
         set_(self, "more_head_class_names", tuple(self.more_head_class_names))
+        if self.det_type is not None:
+            set_(self, "det_type", _to_detector_type(self.det_type))
         self._validate()
 
     def _validate(self) -> None:
@@ -176,8 +216,11 @@ class ModelSpec:
             raise ModelSpecError(f"'resolution' (cm per pixel) must be positive, got {self.resolution_cm}.")
         if self.bands is not None and (not self.bands or min(self.bands) < 1):
             raise ModelSpecError(f"'bands' lists 1-based raster band numbers, got {list(self.bands)}.")
-        if not 0.0 <= self.seg_thresh <= 1.0:
+        if self.seg_thresh is not None and not 0.0 <= self.seg_thresh <= 1.0:
             raise ModelSpecError(f"'seg_thresh' must lie between 0 and 1, got {self.seg_thresh}.")
+        for key, threshold in (("det_conf", self.det_conf), ("det_iou_thresh", self.det_iou_thresh)):
+            if threshold is not None and not 0.0 <= threshold <= 1.0:
+                raise ModelSpecError(f"'{key}' must lie between 0 and 1, got {threshold}.")
         for value, color in self.class_colors.items():
             if not isinstance(color, str) or not _HEX_COLOR.match(color):
                 raise ModelSpecError(f"'class_colors' of class {value} is {color!r}; use '#rrggbb'.")
@@ -227,12 +270,15 @@ class ModelSpec:
             standardization_std=_optional(values, "standardization_std", _to_number_tuple, (1.0,)),
             max_pixel_value=_optional(values, "max_pixel_value", _to_float, DEFAULT_MAX_PIXEL_VALUE),
             bands=None if bands is None else tuple(_to_int(b) for b in bands),
-            seg_thresh=_optional(values, "seg_thresh", _to_float, DEFAULT_SEG_THRESH),
+            seg_thresh=_declared_seg_thresh(_optional(values, "seg_thresh", _to_float), version),
             ignore_index=_optional(values, "ignore_index", _to_int),
             spec_version=version,
             training=training,
             extra=extra,
             more_head_class_names=tuple(heads[1:]),
+            det_conf=_optional(values, "det_conf", _to_float),
+            det_iou_thresh=_optional(values, "det_iou_thresh", _to_float),
+            det_type=_optional(values, "det_type", str),
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -258,13 +304,21 @@ class ModelSpec:
         metadata["max_pixel_value"] = json.dumps(_compact_number(self.max_pixel_value))
         if self.bands is not None:
             metadata["bands"] = json.dumps(list(self.bands))
-        metadata["seg_thresh"] = json.dumps(self.seg_thresh)
+        if self.seg_thresh is not None:
+            metadata["seg_thresh"] = json.dumps(self.seg_thresh)
         if self.ignore_index is not None:
             metadata["ignore_index"] = json.dumps(self.ignore_index)
         if self.spec_version:
             metadata["rsdl_spec_version"] = json.dumps(self.spec_version)
         if self.training:
             metadata["training"] = json.dumps(self.training, sort_keys=True)
+        for key, value in (
+            ("det_conf", self.det_conf),
+            ("det_iou_thresh", self.det_iou_thresh),
+            ("det_type", self.det_type),
+        ):
+            if value is not None:
+                metadata[key] = json.dumps(value)
         return metadata
 
     # -- use ----------------------------------------------------------------------------------
@@ -275,6 +329,11 @@ class ModelSpec:
         if not self.class_names and not self.more_head_class_names:
             return ()
         return (self.class_names, *self.more_head_class_names)
+
+    @property
+    def one_channel_threshold(self) -> float:
+        """The threshold of a one-channel (sigmoid) head: ``seg_thresh``, else DEFAULT_SEG_THRESH."""
+        return DEFAULT_SEG_THRESH if self.seg_thresh is None else self.seg_thresh
 
     @property
     def declared_model_type(self) -> str:
@@ -351,6 +410,13 @@ def _optional(values: dict[str, Any], key: str, convert: Any, default: Any = Non
         ) from None
 
 
+def _declared_seg_thresh(value: float | None, version: int) -> float | None:
+    """rsdl's spec version 1 wrote ``seg_thresh`` 0.5 into every file, as its default rather than a
+    choice (then it applied to one-channel heads only): read that as no threshold, so released
+    multi-class models keep their plain argmax."""
+    return None if version == 1 and value == DEFAULT_SEG_THRESH else value
+
+
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number")
@@ -414,6 +480,18 @@ def _class_names_per_head(value: Any, key: str) -> list[dict[int, str]]:
             f"Model metadata key '{key}' is not usable: {error}. Write it as "
             '{"0": "background", "1": "building"} (or a list of such objects, one per output).'
         ) from None
+
+
+def _to_detector_type(value: Any) -> str:
+    """Deepness's spelling of a known ``det_type`` (matched case-insensitively); else refused."""
+    text = str(value).strip()
+    for known in DETECTOR_TYPES:
+        if known.lower() == text.lower():
+            return known
+    raise ModelSpecError(
+        f"Model metadata key 'det_type' is {text!r}, which is no detector type rsdl knows; use one of "
+        f"{', '.join(DETECTOR_TYPES)} (Deepness's values), or leave it out and the output shapes decide."
+    )
 
 
 def _to_class_colors(value: Any) -> dict[int, str]:

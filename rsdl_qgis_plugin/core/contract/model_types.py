@@ -14,6 +14,7 @@ from ..errors import ModelSpecError
 from .model_spec import ModelSpec, ModelType
 
 __all__ = [
+    "DETECTOR_LAYOUTS",
     "MODEL_TYPE_ROLES",
     "RUNNABLE_MODEL_TYPES",
     "ModelTypeRole",
@@ -34,6 +35,15 @@ class ModelTypeRole:
     default_tile_size: int  # pixels, when neither the model nor the user says
     default_batch_size: int  # tiles or crops per model call
 
+
+# The output layouts of detectors and instance segmentors (core/contract/detection_layouts.py).
+DETECTOR_LAYOUTS = (
+    "YOLOv5/v7 [B, N, 5 + classes] (x, y, w, h, objectness, class scores); YOLOv8/v11 (Deepness's "
+    "YOLO_v9, YOLO_Ultralytics) [B, 4 + classes, N]; YOLO -seg [B, 4 + classes + M, N] with "
+    "prototypes [B, M, H/4, W/4]; YOLO -obb [B, 4 + classes + 1, N] (angle last); rsdl's named "
+    "outputs boxes [B, N, 4] (x1, y1, x2, y2), scores [B, N], class_ids [B, N] and optional masks "
+    "[B, N, H, W]"
+)
 
 MODEL_TYPE_ROLES: dict[ModelType, ModelTypeRole] = {
     role.model_type: role
@@ -65,6 +75,24 @@ MODEL_TYPE_ROLES: dict[ModelType, ModelTypeRole] = {
             per_pixel=False,
             default_tile_size=224,  # the usual input of image classifiers (ResNet, EfficientNet...)
             default_batch_size=16,
+        ),
+        ModelTypeRole(
+            ModelType.DETECTOR,
+            tools=("rsdl:detect",),
+            head_layouts=DETECTOR_LAYOUTS,
+            class_scores=False,  # per-object scores, decoded by inference/detector.py
+            per_pixel=False,
+            default_tile_size=640,  # YOLO's input size
+            default_batch_size=4,
+        ),
+        ModelTypeRole(
+            ModelType.INSTANCE_SEGMENTOR,
+            tools=("rsdl:detect",),
+            head_layouts=DETECTOR_LAYOUTS,
+            class_scores=False,
+            per_pixel=False,
+            default_tile_size=640,
+            default_batch_size=4,
         ),
     )
 }

@@ -12,6 +12,11 @@ Layout version 1::
       classification/train/<class>/<chip_id>.tif   classification chip (MODE classification or both)
       classification/val/<class>/...
       classification/test/<class>/...
+      train/annotations.json            COCO annotations of train/images (MODE objects, COCO)
+      train/labels/<chip_id>.txt        YOLO labels of an image chip    (MODE objects, YOLO)
+      data.yaml                         YOLO data set file (Ultralytics)
+      train/annotations/<chip_id>.xml   Pascal VOC annotation of a chip (MODE objects, VOC)
+      val/... test/...                  the same for the other splits
 
 Folders exist only where they hold chips. ``chip_id`` is ``r<row>_c<col>``: the chip's
 top-left pixel in the source image, zero-padded to 6 digits. ``<class>`` is the class name made
@@ -24,11 +29,15 @@ band of the mask's data type, the ignore value as nodata, and the mask's colour 
 metadata; pixels where the image is nodata in any band hold the ignore value. Chips are single
 files (no .aux.xml).
 
+Object chips (MODE objects) are image chips without masks; their annotations follow
+core/datasets/object_chips.py. COCO ``file_name`` is relative to the annotations file's folder
+(``images/<chip_id>.tif``); every written chip has a YOLO .txt or VOC .xml, empty chips too.
+
 Index fields: ``chip_id``, ``split``, ``row_off``, ``col_off``, ``size`` (pixels); ``image``,
 ``mask``, ``class_image`` (paths relative to the dataset folder with ``/``, NULL when not
 written); ``chip_class`` and ``class_value`` (classification class, NULL when none);
 ``labelled_frac`` and ``ignored_frac`` (shares of the chip's pixels); ``px_<value>``: pixels of
-each class value, background included.
+each class value, background included; ``objects`` (MODE objects only): objects in the chip.
 
 dataset.json keys: ``layout_version``, ``mode``, ``chip_size``, ``stride``, ``image`` (path,
 width, height, band_count, dtype, nodata per band, crs_wkt, geotransform), ``labels`` (mask path
@@ -36,7 +45,8 @@ or label layer sources, mask dtype), ``classes`` (value, name, color, folder), `
 (null when unlabelled area is ignored), ``ignore_value``, ``split`` (val_fraction, test_fraction,
 block_size, seed, blocks per split), ``keep_empty``, ``min_cover``, ``counts`` (chips per split and
 per drop reason), ``classification_counts`` (chips per split and class folder), ``statistics``
-(per split: chips, class pixel table, ignored pixels), ``index``.
+(per split: chips, class pixel table, ignored pixels), ``index``; MODE objects adds ``objects``
+(format, min_visible_fraction, classes with their YOLO index, counts per split and class name).
 """
 
 from __future__ import annotations
@@ -56,22 +66,29 @@ __all__ = [
     "BACKGROUND_COLOR",
     "BACKGROUND_NAME",
     "CLASSIFICATION_FOLDER",
+    "COCO_FILE",
     "DATASET_FILE",
     "IMAGES_FOLDER",
     "INDEX_FILE",
     "INDEX_LAYER",
     "LAYOUT_VERSION",
     "MASKS_FOLDER",
+    "VOC_FOLDER",
+    "YOLO_DATA_FILE",
+    "YOLO_LABELS_FOLDER",
     "ChipRecord",
     "ClassFolders",
     "class_entries",
     "classification_chip_path",
+    "coco_annotations_path",
     "dataset_document",
     "image_chip_path",
     "load_dataset_document",
     "mask_chip_path",
     "pixel_field",
     "safe_folder_name",
+    "voc_annotation_path",
+    "yolo_label_path",
 ]
 
 LAYOUT_VERSION = 1
@@ -81,6 +98,10 @@ INDEX_LAYER = "chips"
 IMAGES_FOLDER = "images"
 MASKS_FOLDER = "masks"
 CLASSIFICATION_FOLDER = "classification"
+COCO_FILE = "annotations.json"
+YOLO_LABELS_FOLDER = "labels"
+YOLO_DATA_FILE = "data.yaml"
+VOC_FOLDER = "annotations"
 BACKGROUND_NAME = "background"
 BACKGROUND_COLOR = "#000000"
 
@@ -98,6 +119,21 @@ def mask_chip_path(split: Split, chip_id: str) -> str:
 def classification_chip_path(split: Split, class_folder: str, chip_id: str) -> str:
     """Relative path of a classification chip."""
     return f"{CLASSIFICATION_FOLDER}/{split.value}/{class_folder}/{chip_id}.tif"
+
+
+def coco_annotations_path(split: Split) -> str:
+    """Relative path of a split's COCO annotations file."""
+    return f"{split.value}/{COCO_FILE}"
+
+
+def yolo_label_path(split: Split, chip_id: str) -> str:
+    """Relative path of a chip's YOLO label file (beside images/, as Ultralytics looks for it)."""
+    return f"{split.value}/{YOLO_LABELS_FOLDER}/{chip_id}.txt"
+
+
+def voc_annotation_path(split: Split, chip_id: str) -> str:
+    """Relative path of a chip's Pascal VOC annotation."""
+    return f"{split.value}/{VOC_FOLDER}/{chip_id}.xml"
 
 
 def pixel_field(value: int) -> str:
@@ -144,6 +180,7 @@ class ChipRecord:
     class_name: str | None
     counts: dict[int, int] = field(default_factory=dict)
     ignored: int = 0
+    objects: int | None = None  # objects in the chip (object chips only)
 
     @property
     def labelled_fraction(self) -> float:
@@ -186,10 +223,11 @@ def dataset_document(
     folders: ClassFolders | None,
     tally: ChipTally,
     statistics: dict[str, Any],
+    objects: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of dataset.json."""
+    """The content of dataset.json (``objects``: the "objects" entry of object chips)."""
     folder_of = folders.as_dict() if folders is not None else {}
-    return {
+    document = {
         "layout_version": LAYOUT_VERSION,
         "mode": rules.mode.name.lower(),
         "chip_size": chip_size,
@@ -216,6 +254,9 @@ def dataset_document(
         "statistics": statistics,
         "index": INDEX_FILE,
     }
+    if objects is not None:
+        document["objects"] = objects
+    return document
 
 
 def load_dataset_document(folder: str | os.PathLike) -> dict[str, Any]:

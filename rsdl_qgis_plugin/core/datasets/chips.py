@@ -21,8 +21,9 @@ Spatial block split
 Which chips are kept, in this order
     1. chips whose image is nodata in every pixel (nodata in any band, core/raster/nodata.py) are skipped;
     2. chips whose mask is the ignore value in every pixel are skipped;
-    3. "empty" chips (no pixel of a foreground class, i.e. of a class other than background) are
-       kept with probability ``keep_empty``, drawn from a hash of (seed, chip row, chip column);
+    3. "empty" chips (no pixel of a foreground class, i.e. of a class other than background;
+       for object chips: no object kept in the chip) are kept with probability ``keep_empty``,
+       drawn from a hash of (seed, chip row, chip column);
     4. classification: the chip takes the foreground class with the largest share of the
        chip's labelled (non-ignore) pixels when that share is at least ``min_cover`` (ties: the
        lower value); a chip without any foreground pixel takes the background class when the
@@ -87,20 +88,26 @@ class ChipMode(enum.IntEnum):
     SEGMENTATION = 0
     CLASSIFICATION = 1
     BOTH = 2
+    OBJECTS = 3  # image chips with object annotations (core/datasets/object_chips.py)
 
     @property
     def writes_segmentation(self) -> bool:
-        return self != ChipMode.CLASSIFICATION
+        return self in (ChipMode.SEGMENTATION, ChipMode.BOTH)
 
     @property
     def writes_classification(self) -> bool:
-        return self != ChipMode.SEGMENTATION
+        return self in (ChipMode.CLASSIFICATION, ChipMode.BOTH)
+
+    @property
+    def writes_objects(self) -> bool:
+        return self == ChipMode.OBJECTS
 
 
 CHIP_MODE_DESCRIPTIONS = {
     ChipMode.SEGMENTATION: "Segmentation: image/mask pairs",
     ChipMode.CLASSIFICATION: "Classification: image chips in class folders",
     ChipMode.BOTH: "Both",
+    ChipMode.OBJECTS: "Objects: image chips with COCO, YOLO or Pascal VOC annotations",
 }
 
 
@@ -307,16 +314,25 @@ class ChipDecision:
 
 
 def decide_chip(
-    window: ChipWindow, image_all_nodata: bool, statistics: ClassStatistics, rules: ChipRules
+    window: ChipWindow,
+    image_all_nodata: bool,
+    statistics: ClassStatistics,
+    rules: ChipRules,
+    object_count: int | None = None,
 ) -> ChipDecision:
-    """Whether a chip (already placed in a split) is written, and its classification class."""
+    """Whether a chip (already placed in a split) is written, and its classification class.
+
+    With ``object_count`` (object chips) a chip is empty when it holds no object, else when it
+    holds no foreground pixel."""
     if image_all_nodata:
         return ChipDecision(ChipOutcome.NODATA)
     if statistics.labelled_pixels == 0:
         return ChipDecision(ChipOutcome.ALL_IGNORE)
-    if foreground_pixels(statistics.counts, rules.background_value) == 0 and not keep_empty_chip(
-        rules.seed, window, rules.keep_empty
-    ):
+    if object_count is None:
+        empty = foreground_pixels(statistics.counts, rules.background_value) == 0
+    else:
+        empty = object_count == 0
+    if empty and not keep_empty_chip(rules.seed, window, rules.keep_empty):
         return ChipDecision(ChipOutcome.EMPTY)
     if not rules.mode.writes_classification:
         return ChipDecision(ChipOutcome.WRITTEN)

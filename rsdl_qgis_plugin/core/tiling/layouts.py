@@ -10,7 +10,9 @@ layout of its own:
 * :func:`flush_end_starts`: from 0, the last window moved flush with the end (``ChipPlan``:
   training chips);
 * :func:`overhang_end_starts`: from 0, the last window may overhang the end (``TileGrid``: one
-  class per tile).
+  class per tile);
+* :func:`inside_starts`: flush-end where a window fits in the axis, else one window from 0
+  (``DetectionPlan``: object detection, where padding would mirror objects).
 
 Each rule takes ``(length, tile_size, step)`` (pixels along the axis, window side, distance
 between neighbouring window starts) and returns the window starts along that axis, in order.
@@ -47,6 +49,7 @@ __all__ = [
     "Window",
     "centred_starts",
     "flush_end_starts",
+    "inside_starts",
     "overhang_end_starts",
 ]
 
@@ -73,6 +76,12 @@ def flush_end_starts(length: int, tile_size: int, step: int) -> list[int]:
     if starts[-1] + tile_size < length:
         starts.append(length - tile_size)
     return starts
+
+
+def inside_starts(length: int, tile_size: int, step: int) -> list[int]:
+    """``flush_end_starts`` when a window fits in the axis; else a single window from 0, which
+    overhangs the end (an axis shorter than one tile)."""
+    return flush_end_starts(length, tile_size, step) if tile_size <= length else [0]
 
 
 def overhang_end_starts(length: int, tile_size: int, step: int) -> list[int]:

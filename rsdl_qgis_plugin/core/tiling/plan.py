@@ -26,9 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import RsdlError
-from .layouts import Padding, TileLayout, TileWindow, Window, centred_starts
+from .layouts import Padding, TileLayout, TileWindow, Window, centred_starts, inside_starts
 
 __all__ = [
+    "DetectionPlan",
     "TilePlan",
     "check_tile_parameters",
     "pad_tile",
@@ -97,3 +98,20 @@ class TilePlan(TileLayout):
         row_start, row_stop = self._row_spans[tile.index // self.n_tile_cols]
         col_start, col_stop = self._col_spans[tile.index % self.n_tile_cols]
         return row_start, col_start, row_stop - row_start, col_stop - col_start
+
+
+class DetectionPlan(TileLayout):
+    """The tiles of object detection over a ``width`` x ``height`` raster, in row-major order.
+
+    Tiles lie inside the raster wherever one fits (the last of a row or column flush with the
+    raster's end), so no tile is padded by reflection, which would show a detector mirrored objects;
+    only an axis shorter than a tile gets one overhanging tile. Neighbours overlap by at least
+    ``overlap`` pixels, so an object narrower than that lies whole in some tile.
+    """
+
+    def __init__(self, width: int, height: int, tile_size: int, overlap: int) -> None:
+        check_tile_parameters(tile_size, overlap)
+        if width < 1 or height < 1:
+            raise RsdlError(f"The raster is empty ({width} x {height} pixels).")
+        super().__init__(width, height, tile_size, tile_size - overlap, inside_starts)
+        self.overlap = overlap

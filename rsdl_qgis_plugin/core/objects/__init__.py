@@ -1,0 +1,2 @@
+"""Objects (boxes, oriented boxes, instance masks): their representation, overlaps, merging across
+tile seams, and matching against reference objects."""
