@@ -86,7 +86,10 @@ class EvaluateObjectsAlgorithm(RsdlAlgorithm):
         "report with precision-recall curves; the matched, false-positive and missed features as "
         "layers; and the figures as numbers and JSON for the Graphical Modeler. Invalid geometries "
         "are repaired (make valid) and counted in the log; features without a polygon are left out. "
-        "Undefined values (the precision of a class never predicted) are null, never 0."
+        "Undefined values (the precision of a class never predicted) are null, never 0. A "
+        "PREDICTIONS layer without objects (a detector that found nothing) is evaluated, with a "
+        "warning: TP 0, FP 0, every reference object missed, precision and F1 null, recall and AP 0. "
+        "A REFERENCE without objects is refused."
     )
 
     PREDICTIONS = "PREDICTIONS"
@@ -258,7 +261,7 @@ class EvaluateObjectsAlgorithm(RsdlAlgorithm):
         reference = read_objects(settings.reference, settings.ref_class_field, "", transform, steps)
         self._check_objects(settings, predictions, reference, feedback)
         predicted_ids, reference_ids, names = number_classes(predictions.classes, reference.classes)
-        if not settings.class_agnostic:
+        if not settings.class_agnostic and len(predictions):
             self._check_shared_classes(settings, predictions, reference)
         steps.setCurrentStep(2)
         pairs = overlap_pairs(predictions, reference, predicted_ids, reference_ids, steps)
@@ -359,7 +362,8 @@ class EvaluateObjectsAlgorithm(RsdlAlgorithm):
         reference: ObjectLayer,
         feedback: QgsProcessingFeedback,
     ) -> None:
-        """Refuse sides without objects or apart from each other; log what was repaired or left out."""
+        """Refuse a reference without objects, or sides apart from each other; warn of predictions
+        without objects; log what was repaired or left out."""
         for parameter, name, objects in (
             ("PREDICTIONS", settings.prediction_name, predictions),
             ("REFERENCE", settings.reference_name, reference),
@@ -374,17 +378,22 @@ class EvaluateObjectsAlgorithm(RsdlAlgorithm):
                     f"{parameter}: {objects.skipped} features of '{name}' have no polygon with an area (no "
                     "geometry, empty, or not transformable) and are left out."
                 )
-            if not len(objects):
-                way_out = (
-                    "Choose the layer of predicted objects; if it came from rsdl:detect, lower its "
-                    "CONFIDENCE_THRESHOLD or check that the model sees objects in that raster."
-                    if parameter == "PREDICTIONS"
-                    else "Choose a layer of reference polygons (boxes or outlines) that holds objects."
-                )
-                raise RsdlError(
-                    f"{parameter}: '{name}' has no object to evaluate ({objects.skipped} features without a "
-                    f"polygon with an area). {way_out}"
-                )
+        if not len(reference):
+            raise RsdlError(
+                f"REFERENCE: '{settings.reference_name}' has no object to evaluate against "
+                f"({reference.skipped} features without a polygon with an area). Choose a layer of "
+                "reference polygons (boxes or outlines) that holds objects."
+            )
+        if not len(predictions):
+            # A detector that finds nothing is a result (every reference object missed), not an
+            # error: a Modeler chain detect -> evaluateobjects must run through.
+            feedback.pushWarning(
+                f"PREDICTIONS: '{settings.prediction_name}' has no object ({predictions.skipped} features "
+                "without a polygon with an area): every reference object is missed, precision is "
+                "undefined and AP is 0. If it came from rsdl:detect, its CONFIDENCE_THRESHOLD may be too "
+                "high, or the model sees no objects in that raster."
+            )
+            return
         if predictions.null_scores:
             feedback.pushWarning(
                 f"PREDICTIONS: {predictions.null_scores} predictions have a NULL {settings.score_field}; "

@@ -66,15 +66,12 @@ PIXEL_SIZE = 0.5  # m: fcn_seg's spec resolution (50 cm), so rsdl runs on the ra
 BLOCK = 256  # input GeoTIFF tile side, and the rows written per generation strip
 GDAL_CACHE_MB = 128  # same block cache in every child: enough for a row of input tiles at 16000 px
 MODEL = "fcn_seg.onnx"
-QGIS_PYTHON_PLUGINS = Path("/usr/share/qgis/python/plugins")
 # toolbelt's peak per padded pixel, at the argmax: the merger's float32 sums + weights (16 B),
 # merge()'s result (12 B), numpy's contiguous copy for an argmax over axis 0 (12 B) and its
 # int64 result (8 B). Measured: 48 B/px and ~1040 MiB of libraries at 8000 and 16000 px.
 TOOLBELT_BYTES_PER_PIXEL = 48
 TOOLBELT_BASE_MIB = 1100  # torch + onnxruntime + OpenCV + GDAL imported, rounded up
 TOOLBELT_MEMORY_SHARE = 0.6  # run toolbelt only when its estimate is below this share of MemAvailable
-GUARD_MEMORY_SHARE = 0.85  # any child above this share of MemAvailable is killed before the OOM killer
-SETTLE_BUSY = 0.10  # "quiet": other processes use less than this share of the CPUs
 # Stage timers of --profile (the rest are labelled where they are wrapped).
 READ = "reader: read window (all)"
 RUN = "main: TiledInference.run (all)"
@@ -131,143 +128,11 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int) -> int:
     return len(TilePlan(width, height, tile, overlap))
 
 
-def overlap_percent(tile: int, overlap: int) -> float:
-    """rsdl:segment takes the overlap in percent; check it maps back to exactly ``overlap`` px."""
-    percent = overlap * 100.0 / tile
-    if round(tile * percent / 100.0) != overlap:
-        raise SystemExit(f"--overlap {overlap} px cannot be given exactly as a percentage of {tile} px")
-    return percent
-
-
 def toolbelt_estimate_mib(size: int, tile: int, overlap: int) -> float:
     """Estimated peak RSS of the toolbelt pipeline (padded as ImageSlicer pads)."""
     step = tile - overlap
     padded = max(1, math.ceil((size - overlap) / step)) * step + overlap
     return TOOLBELT_BYTES_PER_PIXEL * padded**2 / 2**20 + TOOLBELT_BASE_MIB
-
-
-def available_mib() -> float:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("MemAvailable not found in /proc/meminfo")
-
-
-def _status_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak since exec) of this process, from /proc/self/status."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def _busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all CPUs), from /proc/stat."""
-    with open("/proc/stat") as stat:
-        fields = [int(value) for value in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def settle(max_seconds: float) -> float:
-    """Wait until other processes leave the CPUs nearly idle for a second; returns the seconds waited."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < max_seconds:
-        before = _busy_cpu_seconds()
-        time.sleep(1.0)
-        if (_busy_cpu_seconds() - before) / (os.cpu_count() or 1) < SETTLE_BUSY:
-            break
-    return time.perf_counter() - start
-
-
-# -- measuring children ----------------------------------------------------------------------------
-
-
-@dataclass
-class Measured:
-    seconds: float  # the timed part, as the child reports it
-    wall: float  # the whole child process
-    peak_mib: float
-    result: dict[str, Any]
-    other_cpu: float = 0.0  # share of the machine's CPUs other processes used meanwhile
-    waited: float = 0.0  # seconds spent waiting for a quiet machine first
-
-
-def _guard(pid: int, limit_kib: float, done: threading.Event, tripped: threading.Event) -> None:
-    """Kill the child before it can push the machine into the OOM killer."""
-    while not done.wait(0.2):
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            return
-        if rss > limit_kib:
-            tripped.set()
-            os.kill(pid, signal.SIGKILL)
-            return
-
-
-def run_child(mode: str, options: list[str], work: Path, env: dict[str, str]) -> Measured:
-    """Run this script as ``--child MODE`` and return its timing and peak RSS (os.wait4)."""
-    result_path, log_path = work / f"{mode}.json", work / f"{mode}.log"
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--result", str(result_path)]
-    limit_kib = GUARD_MEMORY_SHARE * available_mib() * 1024
-    done, tripped = threading.Event(), threading.Event()
-    busy_before = _busy_cpu_seconds()
-    start = time.perf_counter()
-    with open(log_path, "wb") as log:  # a file, not a pipe: a chatty child can never block on it
-        process = subprocess.Popen([*command, *options], env=env, stdout=log, stderr=subprocess.STDOUT)
-    guard = threading.Thread(target=_guard, args=(process.pid, limit_kib, done, tripped), daemon=True)
-    guard.start()
-    _, status, usage = os.wait4(process.pid, 0)
-    done.set()
-    wall = time.perf_counter() - start
-    others = _busy_cpu_seconds() - busy_before - usage.ru_utime - usage.ru_stime
-    other_cpu = max(0.0, others) / (wall * (os.cpu_count() or 1))
-    process.returncode = os.waitstatus_to_exitcode(status)
-    output = log_path.read_text(errors="replace")
-    if tripped.is_set():
-        raise MemoryError(f"{mode} exceeded the memory guard ({limit_kib / 2**20:.1f} GiB) and was killed")
-    if process.returncode != 0 or not result_path.exists():
-        raise RuntimeError(f"child {mode} failed ({process.returncode}):\n{output[-4000:]}")
-    result = json.loads(result_path.read_text())
-    result_path.unlink()
-    peak = usage.ru_maxrss / 1024.0
-    if peak > result["hwm_mib"] + 16:  # exec records the parent's high-water mark in the child's
-        print(f"  warning: {mode} ru_maxrss {peak:.0f} MiB > its own VmHWM {result['hwm_mib']:.0f} MiB")
-    return Measured(result["seconds"], wall, peak, result, other_cpu)
-
-
-def best(values: list[Measured]) -> Measured:
-    """The fastest run (other load only ever adds time), with the highest peak memory of all."""
-    fastest = min(values, key=lambda m: m.seconds)
-    peak = max(m.peak_mib for m in values)
-    waited = sum(m.waited for m in values)
-    return Measured(fastest.seconds, fastest.wall, peak, fastest.result, fastest.other_cpu, waited)
-
-
-def measure(
-    mode: str, options: list[str], work: Path, env: dict[str, str], args: argparse.Namespace
-) -> Measured:
-    """run_child on a quiet machine: waits for quiet first, and runs again (up to --retries times)
-    when other processes took more than SETTLE_BUSY of the CPUs during the run, while
-    --wait-budget lasts."""
-    attempts: list[Measured] = []
-    for attempt in range(args.retries + 1):
-        waited = settle(max(0.0, min(args.settle, args.wait_budget)))
-        args.wait_budget -= waited  # a busy shared machine must not stretch the bench without end
-        attempts.append(run_child(mode, options, work, env))
-        attempts[-1].waited = waited
-        if attempts[-1].other_cpu <= SETTLE_BUSY or args.wait_budget <= 0:
-            break
-        if attempt < args.retries:
-            print(
-                f"    {mode}: other processes used {attempts[-1].other_cpu:.0%} of the CPUs; again",
-                flush=True,
-            )
-    return best(attempts)
 
 
 # -- children -------------------------------------------------------------------------------------
@@ -349,22 +214,11 @@ def _instrument() -> dict[str, list[float]]:
 
 
 def child_rsdl(args: argparse.Namespace) -> dict[str, Any]:
-    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
 
-    QgsApplication.setPrefixPath("/usr", True)
-    app = QgsApplication([], False)
-    app.initQgis()
-    sys.path.append(str(QGIS_PYTHON_PLUGINS))
-    import processing
-    from processing.core.Processing import Processing
-
-    from rsdl_qgis_plugin.processing_provider.provider import RsdlProvider
-
-    Processing.initialize()
-    provider = RsdlProvider()
-    QgsApplication.processingRegistry().addProvider(provider)
+    processing = start_processing()
     timers = _instrument() if args.instrument else None
-    before_mib = _status_mib("VmRSS")
+    before_mib = status_mib("VmRSS")
     parameters = {
         "INPUT": args.raster,
         "MODEL": args.model,
@@ -395,7 +249,7 @@ def _session_alone(args: argparse.Namespace, calls: int) -> list[float]:
     """session.run as often as the engine called it, on full batches, with nothing else running:
     measured seconds after the engine in the same process, it shows what the engine's other
     threads and work cost the model itself."""
-    session, spec = _session_and_spec(args.model, args.threads)
+    session, spec = session_and_spec(args.model, args.threads)
     name = session.get_inputs()[0].name
     pixels = np.random.default_rng(0).integers(0, 256, (args.batch, 3, args.tile, args.tile), dtype=np.uint8)
     batch = spec.normalize(pixels)
@@ -403,43 +257,6 @@ def _session_alone(args: argparse.Namespace, calls: int) -> list[float]:
     for _ in range(calls):
         session.run(None, {name: batch})
     return [time.perf_counter() - start, time.thread_time() - cpu, calls]
-
-
-def _session_and_spec(model: str, threads: int) -> tuple[Any, Any]:
-    """An onnxruntime session made as the engine makes it (THREADS=0: the runtime's default)."""
-    import onnxruntime
-
-    from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
-    from rsdl_qgis_plugin.inference.backends import onnx_session_options
-
-    options = onnx_session_options(threads)  # the same settings as the engine's, for a like-for-like ratio
-    session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
-    return session, ModelSpec.from_metadata(session.get_modelmeta().custom_metadata_map)
-
-
-def child_ort(args: argparse.Namespace) -> dict[str, Any]:
-    from osgeo import gdal
-
-    from rsdl_qgis_plugin.core.tiling.plan import TilePlan, pad_tile
-
-    image = gdal.Open(args.raster).ReadAsArray()  # (bands, rows, cols), untimed
-    height, width = image.shape[1:]
-    session, spec = _session_and_spec(args.model, args.threads)
-    name = session.get_inputs()[0].name
-    plan = TilePlan(width, height, args.tile, args.overlap)
-    seconds = 0.0
-    # Cut and normalise one batch at a time (untimed), as the engine does: pre-cutting every
-    # tile would need 4 GiB of float32 at 16000 px and change nothing in session.run.
-    for first in range(0, len(plan), args.batch):
-        tiles = []
-        for tile in plan.tiles[first : first + args.batch]:
-            row, col, rows, cols = tile.read_window(width, height)
-            tiles.append(pad_tile(image[:, row : row + rows, col : col + cols], tile.padding(width, height)))
-        batch = spec.normalize(np.stack(tiles))
-        start = time.perf_counter()
-        session.run(None, {name: batch})
-        seconds += time.perf_counter() - start
-    return {"seconds": seconds, "tiles": len(plan)}
 
 
 def child_toolbelt(args: argparse.Namespace) -> dict[str, Any]:
@@ -460,7 +277,7 @@ def child_toolbelt(args: argparse.Namespace) -> dict[str, Any]:
 
     dataset = gdal.Open(args.raster)
     image = np.ascontiguousarray(dataset.ReadAsArray().transpose(1, 2, 0))  # HWC, as toolbelt wants
-    session, spec = _session_and_spec(args.model, args.threads)
+    session, spec = session_and_spec(args.model, args.threads)
     name = session.get_inputs()[0].name
     channels = session.get_outputs()[0].shape[1]
     phase("read")
@@ -537,29 +354,7 @@ CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 }
 
 
-def child_main(args: argparse.Namespace) -> None:
-    result = CHILDREN[args.child](args)
-    result["hwm_mib"] = _status_mib("VmHWM")
-    Path(args.result).write_text(json.dumps(result))
-    sys.stdout.flush()
-    os._exit(0)  # skip QGIS / torch teardown: it is not part of any measurement
-
-
 # -- parent -------------------------------------------------------------------------------------
-
-
-def run_helper(mode: str, options: list[str], work: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run an unmeasured helper child; returns its result."""
-    result_path = work / f"{mode}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--result", str(result_path)]
-    done = subprocess.run([*command, *options], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"helper {mode} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
-        )
-    result = json.loads(result_path.read_text())
-    result_path.unlink()
-    return result
 
 
 @dataclass
@@ -584,7 +379,7 @@ def child_options(raster: Path, model: Path, output: Path, args: argparse.Namesp
 def write_raster(work: Path, env: dict[str, str], width: int, height: int) -> Path:
     raster = work / f"input_{width}x{height}.tif"
     options = ["--raster", str(raster), "--width", str(width), "--height", str(height)]
-    written = run_helper("raster", options, work, env)
+    written = run_helper(SCRIPT, "raster", options, work, env)
     print(
         f"  {width} x {height}: raster written in {written['seconds']:.1f} s "
         f"({raster.stat().st_size / 2**20:.0f} MiB on disk, {3 * width * height / 2**20:.0f} MiB raw)",
@@ -602,7 +397,7 @@ def bench_size(
 
     def run(mode: str, options: list[str]) -> Measured:
         try:
-            return measure(mode, options, work, env, args)
+            return measure(SCRIPT, mode, options, work, env, args)
         finally:
             output.unlink(missing_ok=True)
 
@@ -640,7 +435,7 @@ def bench_height(args: argparse.Namespace, work: Path, model: Path, env: dict[st
     raster = write_raster(work, env, width, height)
     output = work / "classes.tif"
     try:
-        return measure("rsdl", child_options(raster, model, output, args), work, env, args)
+        return measure(SCRIPT, "rsdl", child_options(raster, model, output, args), work, env, args)
     finally:
         output.unlink(missing_ok=True)
         raster.unlink()
@@ -856,7 +651,7 @@ def main() -> None:
     parser.add_argument("--instrument", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child_main(args)
+        child_main(CHILDREN, args)
         return
     args.size_list = sorted(int(size) for size in args.sizes.split(","))
     overlap_percent(args.tile, args.overlap)
@@ -879,7 +674,7 @@ def main() -> None:
         if args.model_file:
             model = args.model_file.resolve()
         else:
-            model = Path(run_helper("models", ["--output", str(work / "models")], work, env)["path"])
+            model = Path(run_helper(SCRIPT, "models", ["--output", str(work / "models")], work, env)["path"])
         print(f"bench_inference: sizes {args.sizes}, work folder {work}", flush=True)
         results = []
         for size in args.size_list:

@@ -127,3 +127,28 @@ def test_evaluate_objects_through_qgis_process(qgis_process, shared_data, tmp_pa
     )
     assert results["OUTPUT_REPORT"] == str(report) and "data:image/png;base64," in report.read_text()
     assert ogr.Open(str(missed)).GetLayer(0).GetFeatureCount() == fn
+
+
+def test_empty_predictions_through_qgis_process(qgis_process, shared_data, tmp_path):
+    # A detector that found nothing: every tree missed, precision null in the JSON (undefined), exit 0.
+    reference = shared_data / TREES
+    references, srs = _boxes(reference)
+    predicted = tmp_path / "nothing.gpkg"
+    _write_predictions(predicted, np.empty((0, 4)), np.empty(0), srs)
+    result = qgis_process.run_algorithm(
+        "rsdl:evaluateobjects",
+        {
+            "PREDICTIONS": str(predicted),
+            "REFERENCE": str(reference),
+            "OUTPUT_MISSED": str(tmp_path / "missed.gpkg"),
+            "OUTPUT_REPORT": str(tmp_path / "objects.html"),
+            "OUTPUT_MATCHED": "TEMPORARY_OUTPUT",
+            "OUTPUT_FALSE_POSITIVES": "TEMPORARY_OUTPUT",
+        },
+    )
+    results = result["results"]
+    assert (results["TP"], results["FP"], results["FN"]) == (0, 0, len(references))
+    assert results["PRECISION"] is None and results["F1"] is None
+    assert results["RECALL"] == 0 and results["AP50"] == 0 and results["AP"] == 0
+    assert any("CONFIDENCE_THRESHOLD" in line for line in result["log"]["warning"])
+    assert ogr.Open(str(tmp_path / "missed.gpkg")).GetLayer(0).GetFeatureCount() == len(references)

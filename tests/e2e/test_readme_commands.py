@@ -49,6 +49,7 @@ import pytest
 from osgeo import gdal
 
 from scripts.qgis_process_runner import QgisProcess
+from tests import detector_models
 from tests.conftest import SHARED_DATA
 from tests.training.test_cli import FITTED_CONFIGS
 from training import cli as training_cli
@@ -249,6 +250,7 @@ def inputs(tmp_path_factory, sample_scene, test_models) -> Path:
         shutil.copy(sample_scene / name, folder / name)
     shutil.copy(test_models["fcn_seg.onnx"], folder / "model.onnx")  # a 3-band segmentation model
     shutil.copy(test_models["classifier.onnx"], folder / "classifier.onnx")
+    detector_models.yolov8_detector(folder / "detector.onnx")  # a YOLOv8-layout detector, 3 bands
     # buildings.gpkg: the scene's building footprints, a polygon layer for rsdl:classifyfeatures.
     gdal.VectorTranslate(
         str(folder / "buildings.gpkg"),

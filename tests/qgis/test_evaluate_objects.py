@@ -440,8 +440,6 @@ def test_refusals_name_the_parameter_and_the_way_out(run_algorithm):
     empty = _layer([], fields="kind:string")
     message = _refusal(run_algorithm, {"PREDICTIONS": predictions, "REFERENCE": empty})
     assert "REFERENCE" in message and "no object" in message
-    message = _refusal(run_algorithm, {"PREDICTIONS": _layer([]), "REFERENCE": reference})
-    assert "PREDICTIONS" in message and "CONFIDENCE_THRESHOLD" in message
     far = _layer([QgsGeometry.fromRect(QgsRectangle(0, 0, 1, 1))])  # 500 km west of the reference
     message = _refusal(run_algorithm, {"PREDICTIONS": far, "REFERENCE": reference})
     assert "do not overlap" in message and "CRS" in message
@@ -464,6 +462,51 @@ def test_refusals_name_the_parameter_and_the_way_out(run_algorithm):
         run_algorithm, {"PREDICTIONS": predictions, "REFERENCE": other, "REF_CLASS_FIELD": "kind"}
     )
     assert "'tree'" in message and "'car'" in message and "leave REF_CLASS_FIELD empty" in message
+
+
+@pytest.mark.parametrize("class_field", ["", "kind"])
+def test_empty_predictions_miss_every_reference_object(class_field, run_algorithm, tmp_path):
+    # A detector that found nothing (rsdl:detect writes an empty layer): a result, not an error,
+    # so that a Modeler chain detect -> evaluateobjects runs through.
+    reference = _layer(
+        [_box(*box) for box in REFERENCE_BOXES], [("tree",), ("tree",), ("car",)], fields="kind:string"
+    )
+    predictions = _save(_layer([]), tmp_path / "nothing.gpkg")  # a file, as rsdl:detect writes it
+    report, table = tmp_path / "objects.html", tmp_path / "objects.csv"
+    feedback = WarningFeedback()
+    result = run_algorithm(
+        ALG,
+        {
+            "PREDICTIONS": predictions,
+            "REFERENCE": reference,
+            "REF_CLASS_FIELD": class_field,
+            "OUTPUT_REPORT": str(report),
+            "OUTPUT_CSV": str(table),
+            **_outputs(tmp_path),
+        },
+        feedback,
+    )
+    assert any("PREDICTIONS" in text and "CONFIDENCE_THRESHOLD" in text for text in feedback.warnings)
+    assert (result["TP"], result["FP"], result["FN"]) == (0, 0, 3)
+    assert result["PRECISION"] is None and result["F1"] is None  # undefined: nothing predicted
+    assert result["RECALL"] == 0.0
+    assert result["AP50"] == 0.0 and result["AP"] == 0.0
+    per_class = json.loads(result["PER_CLASS"])
+    expected = {"car": 1, "tree": 2} if class_field else {"all objects": 3}
+    assert {row["name"]: row["fn"] for row in per_class} == expected
+    for row in per_class:  # every class of the reference: nothing found, AP 0, precision undefined
+        assert (row["tp"], row["fp"], row["predictions"]) == (0, 0, 0)
+        assert row["precision"] is None and row["recall"] == 0.0 and row["f1"] is None
+        assert row["ap50"] == 0.0 and row["ap"] == 0.0
+    assert _read(result["OUTPUT_MATCHED"]) == [] and _read(result["OUTPUT_FALSE_POSITIVES"]) == []
+    missed = _read(result["OUTPUT_MISSED"])
+    assert sorted(row["kind"] for row in missed) == ["car", "tree", "tree"]
+    assert all(row["best_iou"] == 0.0 for row in missed)
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    totals = rows[-1]  # '(all classes)': undefined precision is an empty cell, recall a real 0
+    assert (totals["tp"], totals["fn"], totals["precision"], float(totals["recall"])) == ("0", "3", "", 0.0)
+    assert "data:image/png;base64," in report.read_text(encoding="utf-8")
+    assert leftover_temporaries(tmp_path) == []
 
 
 def test_without_a_score_field_every_prediction_scores_one(run_algorithm, tmp_path):
