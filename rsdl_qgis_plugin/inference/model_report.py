@@ -7,8 +7,10 @@ from typing import Any
 
 from ..core.contract.model_spec import DEFAULT_MAX_PIXEL_VALUE
 from ..core.contract.model_types import role_of
+from ..core.errors import ModelSpecError
 from ..core.reports.sections import Section
 from .backends import ModelBackend, TensorInfo, output_channels
+from .detector import ObjectDecoder, detection_thresholds
 
 __all__ = ["describe_model", "model_classes"]
 
@@ -41,6 +43,26 @@ def model_classes(backend: ModelBackend) -> list[dict[str, Any]]:
             name = spec.class_name(value, head)
             classes.append({"head": head, "value": value, "name": name, "color": color})
     return classes
+
+
+def _detector_rows(backend: ModelBackend) -> list[tuple[str, str]]:
+    """How rsdl:detect reads a detector: its layout (or why it cannot) and its default thresholds."""
+    spec = backend.spec
+    try:
+        layout = ObjectDecoder.for_backend(backend).layout_name
+    except ModelSpecError as error:
+        layout = f"not readable by rsdl:detect: {error}"
+    confidence, iou = detection_thresholds(spec)
+    source = "the model's" if spec.det_conf is not None else "rsdl's default"
+    iou_source = "the model's" if spec.det_iou_thresh is not None else "rsdl's default"
+    rows = [
+        ("Detection layout", layout),
+        ("Confidence threshold (det_conf)", f"{confidence:g} ({source})"),
+        ("IoU threshold (det_iou_thresh)", f"{iou:g} ({iou_source})"),
+    ]
+    if spec.det_type:
+        rows.append(("Detector type (det_type)", spec.det_type))
+    return rows
 
 
 def describe_model(backend: ModelBackend) -> list[Section]:
@@ -98,6 +120,8 @@ def describe_model(backend: ModelBackend) -> list[Section]:
         else:  # Deepness's meaning: every channel
             threshold = f"{spec.seg_thresh:g} for every channel (class 0 where none reaches it)"
         outputs.append(("Threshold (seg_thresh)", threshold))
+    if role is not None and "rsdl:detect" in role.tools:
+        outputs.extend(_detector_rows(backend))
     if spec.ignore_index is not None:
         outputs.append(("Ignore index", str(spec.ignore_index)))
     classes = [

@@ -129,3 +129,32 @@ def test_the_report_renders_as_a_page_with_every_row(test_models):
     reader = read_page(sections_html("Model information", sections))
     assert reader.headings["h2"] == [heading for heading, _ in sections]
     assert reader.tables == [[list(row) for row in rows] for _, rows in sections]
+
+
+def test_a_detector_report_names_its_layout_and_thresholds(tmp_path):
+    from tests import detector_models
+
+    backend = load_model(
+        detector_models.yolov8_seg_detector(tmp_path / "seg.onnx", metadata={"det_conf": 0.4})
+    )
+    outputs = dict(dict(describe_model(backend))["Outputs"])
+    assert outputs["Detection layout"] == "YOLO -seg layout, 3 classes, instance masks"
+    assert outputs["Confidence threshold (det_conf)"] == "0.4 (the model's)"
+    assert outputs["IoU threshold (det_iou_thresh)"] == "0.45 (rsdl's default)"
+    assert "Threshold (seg_thresh)" not in outputs
+
+
+def test_a_detector_whose_layout_rsdl_cannot_read_is_described_with_the_reason(tmp_path):
+    import onnx
+
+    from tests import detector_models
+
+    path = detector_models.yolov8_detector(tmp_path / "v8.onnx")
+    model = onnx.load(path)
+    for prop in model.metadata_props:
+        if prop.key == "class_names":
+            prop.value = '{"0": "a", "1": "b", "2": "c", "3": "d", "4": "e"}'  # 5 names, 3 scores
+    onnx.save(model, path)
+    outputs = dict(dict(describe_model(load_model(path)))["Outputs"])
+    assert outputs["Detection layout"].startswith("not readable by rsdl:detect:")
+    assert "[?, 7, ?]" in outputs["Detection layout"]
