@@ -133,3 +133,9 @@ FIELD_STRING = _value("FIELD_STRING", "QMetaType.Type.QString", "QVariant.String
 ALIGN_VCENTER = _value("ALIGN_VCENTER", "Qt.AlignmentFlag.AlignVCenter", "Qt.AlignVCenter")
 ANTIALIASING = _value("ANTIALIASING", "QPainter.RenderHint.Antialiasing", "QPainter.Antialiasing")
 IMAGE_FORMAT_ARGB32 = _value("IMAGE_FORMAT_ARGB32", "QImage.Format.Format_ARGB32", "QImage.Format_ARGB32")
+
+
+def is_null(value: object) -> bool:
+    """A NULL attribute value: None, or a null QVariant (PyQt5 hands NULL fields over as QVariant;
+    PyQt6 as None)."""
+    return value is None or (hasattr(value, "isNull") and value.isNull())

@@ -37,7 +37,7 @@ from ..core.labels.label_rules import (
     text_class_name,
 )
 from ..core.raster.grid import RasterGrid
-from .compat import DISTANCE_METERS, GEOMETRY_POLYGON, REVERSE_TRANSFORM
+from .compat import DISTANCE_METERS, GEOMETRY_POLYGON, REVERSE_TRANSFORM, is_null
 from .gdal_calls import raise_if_cancelled
 
 BURN_FIELD = "burn"
@@ -88,13 +88,9 @@ def provider_layer_name(layer: QgsVectorLayer) -> str:
     return parts.get("layerName") or layer.name()
 
 
-def _is_null(value: object) -> bool:
-    return value is None or (hasattr(value, "isNull") and value.isNull())
-
-
 def _is_blank(value: object) -> bool:
     """NULL (None or a QVariant's), or blank text: no class (``text_class_name``'s rule)."""
-    return _is_null(value) or text_class_name(value) is None
+    return is_null(value) or text_class_name(value) is None
 
 
 def _check_layer(layer: QgsVectorLayer, source: ClassSource) -> None:
@@ -185,7 +181,7 @@ class _Buffering:
             self.metres_to_map_units = QgsUnitTypes.fromUnitToUnitFactor(DISTANCE_METERS, grid_crs.mapUnits())
 
     def width_for(self, feature_width: object) -> float:
-        if self.spec.width_field and not _is_null(feature_width):
+        if self.spec.width_field and not is_null(feature_width):
             return float(feature_width)
         return self.spec.width
 
@@ -267,7 +263,7 @@ def prepare_labels(
                     name = str(value)
             else:
                 value, name = layer_number, layer_name
-            if name_index >= 0 and not _is_null(feature.attribute(name_index)):
+            if name_index >= 0 and not is_null(feature.attribute(name_index)):
                 name = str(feature.attribute(name_index))
             names_by_value.setdefault(value, name)
 

@@ -27,11 +27,10 @@ from qgis.core import (
     QgsSpatialIndex,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ..core.errors import RsdlError
 from ..core.metrics.object_matching import IouPairs
-from .compat import GEOMETRY_POLYGON, SKIP_GEOMETRY_VALIDITY_CHECKS
+from .compat import GEOMETRY_POLYGON, SKIP_GEOMETRY_VALIDITY_CHECKS, is_null
 from .gdal_calls import raise_if_cancelled
 
 __all__ = [
@@ -49,7 +48,7 @@ NO_CLASS = "(no class)"  # the class of a feature whose class field is NULL or e
 def class_text(value: Any) -> str:
     """A class field's value as the text classes are compared by: ``1``, ``1.0`` and ``"1"`` are
     one class; NULL and blank text are ``NO_CLASS``."""
-    if value is None or (isinstance(value, QVariant) and value.isNull()):
+    if is_null(value):
         return NO_CLASS
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -75,10 +74,13 @@ class ObjectLayer:
         return len(self.feature_ids)
 
     def extent(self) -> QgsRectangle:
-        extent = QgsRectangle()
-        extent.setMinimal()
-        for geometry in self.geometries:
-            extent.combineExtentWith(geometry.boundingBox())
+        # Started from the first box: QGIS 3.44 deprecates setMinimal() (setNull() is new there).
+        boxes = [geometry.boundingBox() for geometry in self.geometries]
+        if not boxes:
+            return QgsRectangle()
+        extent = QgsRectangle(boxes[0])
+        for box in boxes[1:]:
+            extent.combineExtentWith(box)
         return extent
 
 
@@ -91,7 +93,7 @@ def _repair(geometry: QgsGeometry) -> QgsGeometry:
 
 
 def _score(value: Any, field_name: str, feature_id: int) -> float | None:
-    if value is None or (isinstance(value, QVariant) and value.isNull()):
+    if is_null(value):
         return None
     try:
         score = float(value)
