@@ -157,11 +157,12 @@ lint: install ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench: install ## Benchmarks: rasterize vs gdal_rasterize, segment vs onnxruntime/toolbelt with a tiny net and the demo U-Net (BENCH_SIZES=..., INFER_SIZES=4000,8000,16000)
+bench: install ## Benchmarks: rasterize vs gdal_rasterize, segment vs onnxruntime/toolbelt with a tiny net and the demo U-Net, detect vs onnxruntime with a small YOLO-like net (BENCH_SIZES=..., INFER_SIZES=4000,8000,16000, DETECT_SIZES=4000,16000)
 	$(PY) tests/bench/bench_rasterize.py $(if $(BENCH_SIZES),--sizes $(BENCH_SIZES))
 	$(PY) tests/bench/bench_inference.py $(if $(INFER_SIZES),--sizes $(INFER_SIZES))
 	$(PY) tests/bench/bench_inference.py --sizes 16000 --toolbelt-max 0 \
 	  --model-file models/sample_scene_landcover/model.onnx
+	$(PY) tests/bench/bench_detect.py $(if $(DETECT_SIZES),--sizes $(DETECT_SIZES))
 
 zip: install ## Build the installable plugin zip in dist/
 	$(PY) scripts/build_plugin.py zip $(PLUGIN_ZIP)

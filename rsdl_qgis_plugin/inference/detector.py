@@ -4,7 +4,11 @@ QGIS-free, numpy only (no torch, no cv2). The layout comes from ``core/contract/
 Per tile:
 
 1. each candidate row's score is its best class score (YOLOv5: objectness x class score; rsdl: its
-   ``scores``) and its class that class; rows scoring below the confidence (or 0) are dropped;
+   ``scores``) and its class that class; rows scoring below the confidence (or 0) are dropped, and
+   so are rows holding NaN or infinity (counted in ``non_finite_rows``). A score above 1 (logits,
+   not probabilities) is refused. Of more than ``MAX_CANDIDATES`` rows left, only the best-scoring
+   ``MAX_CANDIDATES`` go on (Ultralytics' ``max_nms``; counted in ``capped_tiles``), which bounds
+   the suppression's time and memory;
 2. boxes ``cx, cy, w, h`` become ``x1, y1, x2, y2`` clipped to the tile; boxes left empty by the
    clipping are dropped. Oriented boxes are not clipped: they are regularised as Ultralytics does
    (``w >= h``, the angle in ``[0, pi)``) and their enclosing box is computed;
@@ -27,7 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.contract.detection_layouts import DetectionLayout, DetectionOutputs, detection_outputs
+from ..core.contract.detection_layouts import (
+    DetectionLayout,
+    DetectionOutputs,
+    detection_outputs,
+    shapes_text,
+)
 from ..core.contract.model_spec import ModelSpec
 from ..core.errors import ModelError
 from ..core.objects.detections import Detections, InstanceMask
@@ -37,6 +46,7 @@ __all__ = [
     "DEFAULT_CONFIDENCE",
     "DEFAULT_IOU_THRESHOLD",
     "MASK_THRESHOLD",
+    "MAX_CANDIDATES",
     "ObjectDecoder",
     "detection_thresholds",
 ]
@@ -44,6 +54,8 @@ __all__ = [
 DEFAULT_CONFIDENCE = 0.25  # Ultralytics' predict default
 DEFAULT_IOU_THRESHOLD = 0.45  # Ultralytics' NMS default (YOLOv5's and v8's predict)
 MASK_THRESHOLD = 0.5
+MAX_CANDIDATES = 30_000  # rows of one tile into non-maximum suppression (Ultralytics' max_nms)
+_SCORE_TOLERANCE = 1e-4  # a probability computed in float32 may pass 1 by rounding
 
 
 def detection_thresholds(
@@ -70,7 +82,11 @@ class ObjectDecoder:
         model_name: str = "",
     ) -> None:
         self.spec = spec
+        self.model_name = model_name
         self.layout: DetectionOutputs = detection_outputs(spec, output_shapes, output_names, model_name)
+        self._declared = [tuple(None if d is None or d < 1 else int(d) for d in s) for s in output_shapes]
+        self.non_finite_rows = 0  # candidate rows dropped for NaN or infinite values, over all decodes
+        self.capped_tiles = 0  # tiles whose candidates were cut to MAX_CANDIDATES
 
     @classmethod
     def for_backend(cls, backend: Any) -> ObjectDecoder:
@@ -119,11 +135,66 @@ class ObjectDecoder:
                 raise ModelError(
                     f"The detector's output {index + 1} has {len(output)} items for a batch of {batch}."
                 )
+        self._check_shapes(outputs)
         decode_one = self._rsdl if layout.layout is DetectionLayout.RSDL else self._yolo
         return [
             decode_one(outputs, item, confidence, iou_threshold, class_agnostic, tile_size)
             for item in range(batch)
         ]
+
+    def _subject(self) -> str:
+        return f"The detector '{self.model_name}'" if self.model_name else "The detector"
+
+    def _check_shapes(self, outputs: Sequence[np.ndarray]) -> None:
+        """Refuse outputs whose shape is not the one the layout was read from: a model whose shapes
+        change between batches would otherwise be read with the wrong columns."""
+        layout = self.layout
+        expected: dict[int, tuple[int, int]] = {}  # output -> (axis, size) the layout relies on
+        if layout.layout is not DetectionLayout.RSDL:
+            channels = layout.class_start + layout.class_count + layout.mask_coefficients + layout.oriented
+            expected[layout.predictions] = (2 if layout.channels_last else 1, channels)
+            if layout.prototypes is not None:
+                expected[layout.prototypes] = (1, layout.mask_coefficients)
+        else:
+            rows = outputs[layout.predictions].shape[1] if outputs[layout.predictions].ndim > 1 else -1
+            expected[layout.predictions] = (2, 4)
+            for index in (layout.scores, layout.class_ids, layout.masks):
+                if index is not None:
+                    expected[index] = (1, rows)
+        for index, (output, declared) in enumerate(zip(outputs, self._declared)):
+            shape = tuple(output.shape)
+            axis, size = expected.get(index, (0, shape[0] if shape else 0))
+            fits = len(shape) == len(declared) and all(
+                d is None or d == s for d, s in zip(declared[1:], shape[1:])
+            )
+            if not fits or shape[axis] != size:
+                raise ModelError(
+                    f"{self._subject()} gave output {index + 1} of shape {list(shape)}, but it declares "
+                    f"{shapes_text([declared])} and was read as {layout.description}: its outputs "
+                    "changed shape between batches. Export the model with fixed output shapes (or "
+                    "dynamic only in the batch and the number of rows)."
+                )
+
+    def _check_scores(self, scores: np.ndarray) -> None:
+        """Refuse scores above 1: logits read as probabilities would pass any threshold."""
+        if len(scores) and scores.max() > 1 + _SCORE_TOLERANCE:
+            raise ModelError(
+                f"{self._subject()} gave a score of {scores.max():g}; rsdl reads detector scores as "
+                "probabilities from 0 to 1, and these look like logits. Export the model with its "
+                "final sigmoid (Ultralytics' exports include it)."
+            )
+
+    def _candidates(self, usable: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``usable`` (bool rows) cut to the ``MAX_CANDIDATES`` best scores, rows kept in order."""
+        self._check_scores(scores[usable])
+        rows = np.flatnonzero(usable)
+        if len(rows) <= MAX_CANDIDATES:
+            return usable
+        self.capped_tiles += 1
+        best = rows[np.argsort(-scores[rows], kind="stable")[:MAX_CANDIDATES]]
+        capped = np.zeros_like(usable)
+        capped[best] = True
+        return capped
 
     # -- per tile ----------------------------------------------------------------------------
 
@@ -145,7 +216,12 @@ class ObjectDecoder:
             class_scores = class_scores * rows[:, 4:5]
         class_ids = np.argmax(class_scores, axis=1)
         scores = np.take_along_axis(class_scores, class_ids[:, None], axis=1)[:, 0]
-        keep = (scores >= confidence) & (scores > 0)
+        finite = np.isfinite(rows[:, :4]).all(axis=1) & np.isfinite(scores)
+        if layout.oriented:
+            finite &= np.isfinite(rows[:, start + count])
+        self.non_finite_rows += int(np.count_nonzero(~finite))
+        with np.errstate(invalid="ignore"):
+            keep = self._candidates(finite & (scores >= confidence) & (scores > 0), scores)
         rows, scores, class_ids = rows[keep], scores[keep], class_ids[keep]
         cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
 
@@ -192,7 +268,17 @@ class ObjectDecoder:
         boxes = np.asarray(outputs[layout.predictions][item], dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(outputs[layout.scores][item], dtype=np.float64).reshape(-1)
         class_ids = np.rint(np.asarray(outputs[layout.class_ids][item], dtype=np.float64)).reshape(-1)
-        keep = (scores >= confidence) & (scores > 0)  # padding rows score 0
+        finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & np.isfinite(class_ids)
+        self.non_finite_rows += int(np.count_nonzero(~finite))
+        with np.errstate(invalid="ignore"):  # padding rows score 0
+            keep = self._candidates(finite & (scores >= confidence) & (scores > 0), scores)
+        count = layout.class_count
+        if count and ((class_ids[keep] < 0) | (class_ids[keep] >= count)).any():
+            wrong = class_ids[keep][(class_ids[keep] < 0) | (class_ids[keep] >= count)]
+            raise ModelError(
+                f"{self._subject()} gave class id {int(wrong[0])}, but its 'class_names' name {count} "
+                f"classes (0 to {count - 1}). Fix the model's class names or its class_ids output."
+            )
         boxes = np.clip(boxes[keep], 0, tile)
         real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         rows = np.flatnonzero(keep)[real]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.contract.model_spec import ModelSpec
-from ..core.errors import CancelledError, RsdlError
+from ..core.errors import CancelledError, ModelError, RsdlError
 from ..core.objects.detections import Detections
 from ..core.objects.seam_merge import SeamMerger
 from ..core.tiling.plan import DetectionPlan
@@ -78,11 +78,14 @@ class TiledDetection:
     ) -> dict[str, int]:
         """Detect over every tile; ``write`` receives final objects in raster pixels, in batches.
 
-        Returns counts: tiles, run, skipped_nodata, batches, objects (written)."""
+        Returns counts: tiles, run, skipped_nodata, batches, objects (written), non_finite_rows
+        (candidate rows dropped for NaN or infinite values) and capped_tiles (tiles with more than
+        ``detector.MAX_CANDIDATES`` candidates)."""
         settings = self.settings
         plan = self.plan
         merger = SeamMerger(plan.width, plan.height, settings.iou_threshold, settings.class_agnostic)
         counts = {"tiles": len(plan), "run": 0, "skipped_nodata": 0, "batches": 0, "objects": 0}
+        non_finite, capped = self.decoder.non_finite_rows, self.decoder.capped_tiles
 
         def hand_on(objects: Detections) -> None:
             if len(objects):
@@ -103,6 +106,8 @@ class TiledDetection:
                     progress(following / len(plan))
             hand_on(merger.finish())
             progress(1.0)
+        counts["non_finite_rows"] = self.decoder.non_finite_rows - non_finite
+        counts["capped_tiles"] = self.decoder.capped_tiles - capped
         return counts
 
     def _detect(self, batch: list[TileData], merger: SeamMerger, counts: dict[str, int]) -> None:
@@ -111,17 +116,28 @@ class TiledDetection:
         if not with_data:
             return
         pixels = self.spec.normalize(np.stack([entry.data for entry in with_data]))
+        # Which batch failed, for the error: the model's own message names the model.
+        where = (
+            f"(batch {counts['batches'] + 1}: tiles {with_data[0].tile.index + 1} to "
+            f"{with_data[-1].tile.index + 1} of {len(self.plan)})"
+        )
+        settings = self.settings
         try:
             outputs = self.backend.run(pixels)
+            per_tile = self.decoder.decode(
+                outputs,
+                settings.confidence,
+                settings.iou_threshold,
+                settings.class_agnostic,
+                settings.tile_size,
+            )
         except MemoryError as error:
             raise out_of_memory_error(
                 self.backend, len(with_data), "tiles", self.settings.tile_size, error
             ) from None
+        except ModelError as error:
+            raise ModelError(f"{error} {where}") from None
         counts["batches"] += 1
         counts["run"] += len(with_data)
-        settings = self.settings
-        per_tile = self.decoder.decode(
-            outputs, settings.confidence, settings.iou_threshold, settings.class_agnostic, settings.tile_size
-        )
         for entry, detections in zip(with_data, per_tile):
             merger.add(entry.tile, drop_objects_on_nodata(detections, entry.valid))

@@ -9,6 +9,7 @@ each mask's own small window.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 from collections import Counter
@@ -113,9 +114,10 @@ class ObjectFileWriter:
         srs = osr.SpatialReference(wkt=grid.crs_wkt)
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         self._datasource = ogr.GetDriverByName("GPKG").CreateDataSource(self.path)
-        check_gdal(self._datasource is not None, f"Creating '{self.path}'")
+        check_gdal(self._datasource is not None, f"Creating '{self.path}'", path=self.path)
         kind = ogr.wkbPoint if geometry is ObjectGeometry.CENTRES else ogr.wkbMultiPolygon
         self._layer = self._datasource.CreateLayer("objects", srs, kind)
+        check_gdal(self._layer is not None, f"Creating a layer in '{self.path}'", path=self.path)
         for name, field_type in (
             ("class_id", ogr.OFTInteger),
             ("class_name", ogr.OFTString),
@@ -123,22 +125,35 @@ class ObjectFileWriter:
             ("area", ogr.OFTReal),
             *((("angle", ogr.OFTReal),) if oriented else ()),
         ):
-            self._layer.CreateField(ogr.FieldDefn(name, field_type))
+            created = self._layer.CreateField(ogr.FieldDefn(name, field_type)) == ogr.OGRERR_NONE
+            check_gdal(created, f"Creating the field '{name}' in '{self.path}'", path=self.path)
         self._layer.StartTransaction()
         self._in_transaction = 0
 
     def __enter__(self) -> ObjectFileWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(RsdlError):  # the error under way says what went wrong
+            self.close()
+
+    def _commit(self) -> None:
+        # A full disk shows here first (SQLite writes at commit); unchecked, it would surface later
+        # as a "missing table".
+        committed = self._layer.CommitTransaction() == ogr.OGRERR_NONE
+        check_gdal(committed, f"Writing to '{self.path}'", path=self.path)
 
     def close(self) -> None:
         if self._datasource is None:
             return
-        self._layer.CommitTransaction()
-        self._layer = None
-        self._datasource = None  # closes the file
+        try:
+            self._commit()
+        finally:
+            self._layer = None
+            self._datasource = None  # closes the file
 
     def _geometries(self, objects: Detections) -> list[tuple[ogr.Geometry | None, float]]:
         """(geometry, area in square map units) per object."""
@@ -184,12 +199,13 @@ class ObjectFileWriter:
             if self.oriented:
                 # Degrees clockwise from east, as the pixel-space angle on a north-up grid.
                 feature.SetField("angle", math.degrees(float(objects.oriented[index, 4])) % 180.0)
-            check_gdal(self._layer.CreateFeature(feature) == ogr.OGRERR_NONE, f"Writing to '{self.path}'")
+            created = self._layer.CreateFeature(feature) == ogr.OGRERR_NONE
+            check_gdal(created, f"Writing to '{self.path}'", path=self.path)
             self.counts[name] += 1
             self.written += 1
             self._in_transaction += 1
             if self._in_transaction >= COMMIT_EVERY:
-                self._layer.CommitTransaction()
+                self._commit()
                 self._layer.StartTransaction()
                 self._in_transaction = 0
 

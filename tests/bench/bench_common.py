@@ -199,7 +199,9 @@ def measure(
     return best(attempts)
 
 
-def run_helper(script: Path, mode: str, options: list[str], work: Path, env: dict[str, str]) -> dict[str, Any]:
+def run_helper(
+    script: Path, mode: str, options: list[str], work: Path, env: dict[str, str]
+) -> dict[str, Any]:
     """Run an unmeasured helper child; returns its result."""
     result_path = work / f"{mode}.json"
     command = [sys.executable, str(script), "--child", mode, "--result", str(result_path)]
@@ -224,6 +226,24 @@ def child_main(
     Path(args.result).write_text(json.dumps(result))
     sys.stdout.flush()
     os._exit(0)  # skip QGIS / torch teardown: it is not part of any measurement
+
+
+def time_calls(timers: dict[str, list[float]], owner: Any, name: str, label: str) -> None:
+    """Wrap ``owner.name`` so that each call adds to ``timers[label]``: [seconds, thread CPU
+    seconds, calls]. Bench-only monkeypatching, in a child; the engine's code is untouched."""
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            entry = timers[label]
+            entry[0] += time.perf_counter() - start
+            entry[1] += time.thread_time() - cpu
+            entry[2] += 1
+
+    setattr(owner, name, timed)
 
 
 def start_processing() -> Any:

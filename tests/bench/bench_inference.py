@@ -42,23 +42,36 @@ All that waiting is capped by ``--wait-budget``; ``--settle 0 --retries 0`` turn
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from bench_common import (
+    SETTLE_BUSY,
+    Measured,
+    add_quiet_options,
+    available_mib,
+    best,
+    child_env,
+    child_main,
+    measure,
+    overlap_percent,
+    run_helper,
+    session_and_spec,
+    start_processing,
+    status_mib,
+    time_calls,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+SCRIPT = Path(__file__).resolve()  # the children run this script again
 
 EPSG = 32636
 ORIGIN = (400000.0, 100000.0)
@@ -143,28 +156,12 @@ def _instrument() -> dict[str, list[float]]:
 
     Bench-only monkeypatching, in the child; the engine's code is untouched.
     """
-    from rsdl_qgis_plugin.core import tiling
     from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+    from rsdl_qgis_plugin.core.tiling import blending
     from rsdl_qgis_plugin.inference import backends, engine, sinks, tile_stream
     from rsdl_qgis_plugin.qgis_io import provider_reader, raster_writer, stripe_reader
 
     timers: dict[str, list[float]] = {}
-
-    def wrap(owner: Any, name: str, label: str) -> None:
-        original: Callable[..., Any] = getattr(owner, name)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start, cpu = time.perf_counter(), time.thread_time()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                entry = timers[label]
-                entry[0] += time.perf_counter() - start
-                entry[1] += time.thread_time() - cpu
-                entry[2] += 1
-
-        setattr(owner, name, timed)
-
     for owner, name, label in (
         (provider_reader.ProviderWindowReader, "read", READ),
         (provider_reader.ProviderWindowReader, "_band", "reader:   provider.block + copy + mask"),
@@ -179,14 +176,14 @@ def _instrument() -> dict[str, list[float]]:
         (backends.OnnxBackend, "_forward", "main:       session.run"),
         (engine, "_as_probabilities", "main:     _as_probabilities (min/max check)"),
         (engine.HeadLayout, "to_tile", "main:     HeadLayout.to_tile"),
-        (tiling.StreamingBlender, "add", "main:     StreamingBlender.add"),
-        (tiling.StreamingBlender, "_release_rows", "main:     StreamingBlender._release_rows"),
+        (blending.StreamingBlender, "add", "main:     StreamingBlender.add"),
+        (blending.StreamingBlender, "_release_rows", "main:     StreamingBlender._release_rows"),
         (sinks.SegmentationSink, "write_rows", SINK),
         (sinks, "classes_and_confidence", "main:       classes_and_confidence"),
         (raster_writer.GeoTiffRowWriter, "_flush", "main:       GeoTIFF strip write (DEFLATE)"),
         (raster_writer.GeoTiffRowWriter, "_finish", "main: GeoTIFF close (last strip, flush)"),
     ):
-        wrap(owner, name, label)
+        time_calls(timers, owner, name, label)
         timers[label] = [0.0, 0.0, 0]  # keeps the order for the report
     timers[WAIT] = [0.0, 0.0, 0]
 
@@ -257,6 +254,31 @@ def _session_alone(args: argparse.Namespace, calls: int) -> list[float]:
     for _ in range(calls):
         session.run(None, {name: batch})
     return [time.perf_counter() - start, time.thread_time() - cpu, calls]
+
+
+def child_ort(args: argparse.Namespace) -> dict[str, Any]:
+    from osgeo import gdal
+
+    from rsdl_qgis_plugin.core.tiling.plan import TilePlan, pad_tile
+
+    image = gdal.Open(args.raster).ReadAsArray()  # (bands, rows, cols), untimed
+    height, width = image.shape[1:]
+    session, spec = session_and_spec(args.model, args.threads)
+    name = session.get_inputs()[0].name
+    plan = TilePlan(width, height, args.tile, args.overlap)
+    seconds = 0.0
+    # Cut and normalise one batch at a time (untimed), as the engine does: pre-cutting every
+    # tile would need 4 GiB of float32 at 16000 px and change nothing in session.run.
+    for first in range(0, len(plan), args.batch):
+        tiles = []
+        for tile in plan.tiles[first : first + args.batch]:
+            row, col, rows, cols = tile.read_window(width, height)
+            tiles.append(pad_tile(image[:, row : row + rows, col : col + cols], tile.padding(width, height)))
+        batch = spec.normalize(np.stack(tiles))
+        start = time.perf_counter()
+        session.run(None, {name: batch})
+        seconds += time.perf_counter() - start
+    return {"seconds": seconds, "tiles": len(plan)}
 
 
 def child_toolbelt(args: argparse.Namespace) -> dict[str, Any]:
@@ -609,24 +631,7 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="model CPU threads for all three (0: onnxruntime's default)"
     )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=60.0,
-        help="seconds to wait at most, before each run, for other processes to go quiet (0: never)",
-    )
-    parser.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        help="runs again when other processes took over 10%% of the CPUs during a run (best of)",
-    )
-    parser.add_argument(
-        "--wait-budget",
-        type=float,
-        default=300.0,
-        help="seconds in all the bench may wait for quiet; once spent it neither waits nor reruns",
-    )
+    add_quiet_options(parser)
     parser.add_argument("--profile", action="store_true", help="time the engine's stages at the largest size")
     parser.add_argument(
         "--model-file",
@@ -659,18 +664,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rsdl-bench-infer-") as work_dir:
         work = Path(work_dir)
-        home = work / "home"
-        home.mkdir(mode=0o700)
-        env = {
-            **os.environ,
-            "GDAL_CACHEMAX": str(GDAL_CACHE_MB),
-            "QT_QPA_PLATFORM": "offscreen",
-            "HOME": str(home),  # QGIS writes its profile here, never into the user's
-            "XDG_RUNTIME_DIR": str(home),
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-        }
-        if args.gdal_default_cache:
-            del env["GDAL_CACHEMAX"]
+        env = child_env(work, None if args.gdal_default_cache else GDAL_CACHE_MB)
         if args.model_file:
             model = args.model_file.resolve()
         else:

@@ -41,6 +41,8 @@ def test_plugin_loads_without_the_runtimes(bare_qgis):
         "rsdl:evaluate",
         "rsdl:rasterizelabels",
         "rsdl:rasterize_segment_evaluate",
+        "rsdl:detect",
+        "rsdl:detect_evaluate",
     ):
         assert algorithm in listed, f"{algorithm} missing from qgis_process list:\n{listed}"
 
