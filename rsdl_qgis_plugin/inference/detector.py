@@ -161,13 +161,11 @@ class ObjectDecoder:
             for index in (layout.scores, layout.class_ids, layout.masks):
                 if index is not None:
                     expected[index] = (1, rows)
+        # Only what the layout relies on: a TorchScript model's probed shapes fix more than it does.
         for index, (output, declared) in enumerate(zip(outputs, self._declared)):
             shape = tuple(output.shape)
             axis, size = expected.get(index, (0, shape[0] if shape else 0))
-            fits = len(shape) == len(declared) and all(
-                d is None or d == s for d, s in zip(declared[1:], shape[1:])
-            )
-            if not fits or shape[axis] != size:
+            if len(shape) != len(declared) or shape[axis] != size:
                 raise ModelError(
                     f"{self._subject()} gave output {index + 1} of shape {list(shape)}, but it declares "
                     f"{shapes_text([declared])} and was read as {layout.description}: its outputs "

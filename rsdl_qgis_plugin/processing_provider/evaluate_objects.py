@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingUtils,
+    QgsWkbTypes,
 )
 
 from ..core.errors import RsdlError
@@ -37,6 +38,8 @@ from ..qgis_io.compat import (
     FAST_INSERT,
     FIELD_DOUBLE,
     FIELD_INT,
+    GEOMETRY_POLYGON,
+    GEOMETRY_UNKNOWN,
     NUMBER_DOUBLE,
     SKIP_GEOMETRY_VALIDITY_CHECKS,
     SOURCE_VECTOR_POLYGON,
@@ -305,6 +308,7 @@ class EvaluateObjectsAlgorithm(RsdlAlgorithm):
                 raise RsdlError(
                     f"{name}: choose a polygon layer ({self.invalidSourceError(parameters, name)})."
                 )
+            self._require_polygons(source, name)
             sources[name] = source
         layer_names = {name: source.sourceName() for name, source in sources.items()}
         pred_class = self.parameterAsString(parameters, self.PRED_CLASS_FIELD, context).strip()
@@ -341,6 +345,25 @@ class EvaluateObjectsAlgorithm(RsdlAlgorithm):
             self.parameterAsDouble(parameters, self.IOU_THRESHOLD, context),
             self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context),
             self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context),
+        )
+
+    @staticmethod
+    def _require_polygons(source: QgsProcessingFeatureSource, parameter: str) -> None:
+        """Refuse a point, line or table layer: an object has an area (processing.run and the Modeler
+        pass any layer). A layer of mixed geometry types is read for its polygons."""
+        kind = QgsWkbTypes.geometryType(source.wkbType())
+        if kind in (GEOMETRY_POLYGON, GEOMETRY_UNKNOWN):
+            return
+        centres = (
+            " For rsdl:detect's output, run it with OUTPUT_GEOMETRY boxes or instance polygons, not "
+            "centre points."
+            if parameter == "PREDICTIONS"
+            else ""
+        )
+        raise RsdlError(
+            f"{parameter}: '{source.sourceName()}' is a {QgsWkbTypes.displayString(source.wkbType())} "
+            "layer; rsdl:evaluateobjects compares objects by their overlapping area, so it needs a "
+            f"polygon layer (boxes or outlines).{centres}"
         )
 
     @staticmethod

@@ -94,6 +94,7 @@ WKB_POINT = _value("WKB_POINT", "Qgis.WkbType.Point", "QgsWkbTypes.Point")
 WKB_POLYGON = _value("WKB_POLYGON", "Qgis.WkbType.Polygon", "QgsWkbTypes.Polygon")
 WKB_MULTIPOLYGON = _value("WKB_MULTIPOLYGON", "Qgis.WkbType.MultiPolygon", "QgsWkbTypes.MultiPolygon")
 GEOMETRY_POLYGON = _value("GEOMETRY_POLYGON", "Qgis.GeometryType.Polygon", "QgsWkbTypes.PolygonGeometry")
+GEOMETRY_UNKNOWN = _value("GEOMETRY_UNKNOWN", "Qgis.GeometryType.Unknown", "QgsWkbTypes.UnknownGeometry")
 DISTANCE_METERS = _value("DISTANCE_METERS", "Qgis.DistanceUnit.Meters", "QgsUnitTypes.DistanceMeters")
 RASTER_LAYER = _value("RASTER_LAYER", "Qgis.LayerType.Raster", "QgsMapLayerType.RasterLayer")
 REVERSE_TRANSFORM = _value(

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingProvider,
 )
 
+from rsdl_qgis_plugin.core.contract.model_spec import SPEC_VERSION
 from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.processing_provider.model_info import ModelInfoAlgorithm
 from scripts.make_test_models import write_test_models
@@ -99,7 +100,7 @@ def test_our_segmentation_model(run_model_info, models):
     ]
     assert "Expected bands: 1, 2, 3" in log
     assert "mean: 0.485, 0.456, 0.406" in log and "max_pixel_value: 255 (8-bit imagery)" in log
-    assert "rsdl spec version: 1" in log
+    assert f"rsdl spec version: {SPEC_VERSION}" in log
     assert not result.get("OUTPUT_HTML")
 
 

@@ -9,6 +9,7 @@ that the inputs are unchanged.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -21,9 +22,12 @@ from osgeo import gdal, ogr
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils, QgsRasterLayer
 from torch import nn
 
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.errors import ModelError
 from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.inference import detector as detector_module
 from rsdl_qgis_plugin.inference.backends import OnnxBackend
+from rsdl_qgis_plugin.inference.detector import ObjectDecoder
 from tests import detector_models as dm
 from tests.cancel_feedback import CancelAt
 from tests.log_feedback import LogFeedback
@@ -297,6 +301,23 @@ def test_a_model_failing_mid_run_names_the_model_and_the_batch(run_algorithm, fo
     assert "v8.onnx" in message and "Conv node" in message, message
     assert "batch 2: tiles 3 to 4 of 4" in message, message
     assert snapshot(inputs) == guard
+
+
+def test_rsdl_layout_drops_non_finite_rows_and_refuses_unknown_class_ids():
+    spec = ModelSpec.from_metadata(
+        {"model_type": json.dumps("Detector"), "class_names": json.dumps({"0": "a", "1": "b"})}
+    )
+    decoder = ObjectDecoder(
+        spec, [(None, 4, 4), (None, 4), (None, 4)], ["boxes", "scores", "class_ids"], "rsdl.onnx"
+    )
+    boxes = np.array([[[1, 1, 5, 5], [NAN, 1, 5, 5], [2, 2, INF, 8], [9, 9, 12, 12]]])
+    scores = np.array([[0.9, 0.9, 0.9, NAN]])
+    class_ids = np.array([[0.0, 1.0, 1.0, 1.0]])
+    (found,) = decoder.decode([boxes, scores, class_ids], 0.25, 0.45, False, 16)
+    assert found.boxes.tolist() == [[1, 1, 5, 5]] and decoder.non_finite_rows == 3
+    class_ids[0, 0] = 5
+    with pytest.raises(ModelError, match=r"'rsdl.onnx' gave class id 5, but its 'class_names' name 2"):
+        decoder.decode([boxes, scores, class_ids], 0.25, 0.45, False, 16)
 
 
 # -- odd rasters -------------------------------------------------------------------------------

@@ -147,7 +147,12 @@ def test_points_or_lines_as_predictions_are_refused(run_algorithm, kind, wkt):
     with pytest.raises(QgsProcessingException) as raised:
         evaluate(run_algorithm, predictions, reference_layer())
     message = str(raised.value)
-    assert "PREDICTIONS" in message and "polygon" in message.lower(), message
+    assert f"PREDICTIONS: 'objects' is a {kind} layer" in message and "polygon layer" in message, message
+    assert "OUTPUT_GEOMETRY" in message, message
+    # Points as the reference are refused the same way.
+    polygons = layer([(box_wkt(0, 0, 10, 10), ["tree", 0.9])])
+    with pytest.raises(QgsProcessingException, match=rf"REFERENCE: 'objects' is a {kind} layer"):
+        evaluate(run_algorithm, polygons, layer([(wkt, ["tree", 0.9])], kind=kind))
     assert "Traceback" not in message
 
 
@@ -219,7 +224,7 @@ def reprojected(source: QgsVectorLayer, crs: str) -> QgsVectorLayer:
         copy.setAttributes(feature.attributes())
         features.append(copy)
     result.dataProvider().addFeatures(features)
-    assert result.crs() == target
+    assert result.crs().mapUnits() == target.mapUnits()
     return result
 
 

@@ -1,4 +1,4 @@
-"""Data modules for rsdl training: chip folders, raster + vector labels, image folders."""
+"""Data modules for rsdl training: chip folders, raster + vector labels, image folders, objects."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from .base import RsdlDataModule
 from .chip_folder import ChipsDataModule
 from .classes import IGNORE_INDEX, ClassTable
 from .image_folder import ImageFolderDataModule
+from .objects import ObjectChipsDataModule, ObjectDataModule, ObjectDataset, collate_objects
+from .objects_augment import ObjectAugment
+from .raster_objects import RasterObjectsDataModule
 from .raster_vector import RasterVectorDataModule
 from .transforms import Augment
 
@@ -15,6 +18,12 @@ __all__ = [
     "ChipsDataModule",
     "ClassTable",
     "ImageFolderDataModule",
+    "ObjectAugment",
+    "ObjectChipsDataModule",
+    "ObjectDataModule",
+    "ObjectDataset",
+    "RasterObjectsDataModule",
     "RasterVectorDataModule",
     "RsdlDataModule",
+    "collate_objects",
 ]

@@ -75,8 +75,11 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
     """Base of the rsdl data modules.
 
     Subclasses provide ``_build_spec`` (all cached work, then the spec), ``_items(split)`` (the
-    split's samples) and ``_reader()`` (what reads one sample's pixels).
+    split's samples) and ``_reader()`` (what reads one sample's pixels). Object data modules
+    (``objects.py``) change the tasks, the datasets, the model type and the batch collation.
     """
+
+    tasks: tuple[str, ...] = TASKS
 
     def __init__(
         self,
@@ -91,8 +94,8 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+        if task not in self.tasks:
+            raise ValueError(f"task must be one of {self.tasks}, got {task!r}.")
         self.task = task
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -159,9 +162,8 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
             measured_mean, measured_std = statistics(max_value)
             mean, std = mean or measured_mean, std or measured_std
         table = self.class_table
-        model_type = ModelType.SEGMENTOR if self.task == "segmentation" else ModelType.CLASSIFIER
         return ModelSpec(
-            model_type=model_type,
+            model_type=self._model_type(),
             class_names=table.names_by_index,
             class_colors=table.colors_by_index,
             resolution_cm=resolution,
@@ -173,6 +175,9 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
             ignore_index=ignore_index,
             training={**training, "class_values": list(table.values)},
         )
+
+    def _model_type(self) -> ModelType:
+        return ModelType.SEGMENTOR if self.task == "segmentation" else ModelType.CLASSIFIER
 
     @staticmethod
     def _cached_statistics(
@@ -221,13 +226,17 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
         reader = self._reader()
         for split in SPLITS:
             augment = self.augment if split == "train" else None
-            if self.task == "segmentation":
-                dataset = SegmentationDataset(
-                    self._items(split), reader, self._spec, self.class_table, augment
-                )
-            else:
-                dataset = ClassificationDataset(self._items(split), reader, self._spec, augment)
-            self.datasets[split] = dataset
+            self.datasets[split] = self._make_dataset(self._items(split), reader, augment)
+
+    def _make_dataset(self, items: Sequence[Any], reader: Callable[[Any], Any], augment: Any) -> Dataset:
+        """One split's dataset (``augment`` is None outside training)."""
+        if self.task == "segmentation":
+            return SegmentationDataset(items, reader, self._spec, self.class_table, augment)
+        return ClassificationDataset(items, reader, self._spec, augment)
+
+    def _collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """How samples become a batch (None: PyTorch's default stacking)."""
+        return None
 
     # -- loaders ------------------------------------------------------------------------------
 
@@ -243,6 +252,7 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
+            collate_fn=self._collate_fn(),
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )

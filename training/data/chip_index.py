@@ -9,7 +9,7 @@ the ignore value there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +98,12 @@ def build_chip_index(
     ignore_value: int,
     folds: int = 0,
     fold: int = 0,
+    count_objects: Callable[[int, ChipWindow], int] | None = None,
 ) -> dict[str, Any]:
-    """The chip index document: chips per split as [raster, row, col], counts and class statistics."""
+    """The chip index document: chips per split as [raster, row, col], counts and class statistics.
+
+    ``count_objects(raster number, window)`` (object chips): the objects kept in a chip, which
+    then decide whether it is empty (core's ``decide_chip``)."""
     frame = block_frame(rasters)
     finest = min(frame.window_of(*r.footprint(ChipWindow(0, 0, chip_size))).size for r in rasters)
     split = make_block_split(frame, finest, settings, folds, fold)
@@ -117,7 +121,8 @@ def build_chip_index(
                         continue
                     statistics = ClassStatistics(ignore_value)
                     statistics.add_block(np.ascontiguousarray(strip[:, window.col : window.col + chip_size]))
-                    decision = decide_chip(window, False, statistics, rules)
+                    objects = count_objects(number, window) if count_objects is not None else None
+                    decision = decide_chip(window, False, statistics, rules, objects)
                     tally.add(decision, chip_split, statistics)
                     if decision.outcome == ChipOutcome.WRITTEN:
                         chips[chip_split.value].append([number, window.row, window.col])

@@ -15,6 +15,25 @@ SPATIAL_KEYS = ("image", "mask")
 
 
 @dataclass(frozen=True)
+class Move:
+    """Flip left-right, then flip up-down, then rotate by ``turns`` x 90° (torch.rot90's sense)."""
+
+    flip_h: bool
+    flip_v: bool
+    turns: int
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The move on the last two (row, column) dimensions of a tensor."""
+        if self.flip_h:
+            tensor = torch.flip(tensor, dims=(-1,))
+        if self.flip_v:
+            tensor = torch.flip(tensor, dims=(-2,))
+        if self.turns:
+            tensor = torch.rot90(tensor, self.turns, dims=(-2, -1))
+        return tensor.contiguous()
+
+
+@dataclass(frozen=True)
 class Augment:
     """Random horizontal/vertical flips, k·90° rotations, brightness and contrast jitter.
 
@@ -35,22 +54,19 @@ class Augment:
 
     def __call__(self, sample: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict:
         out = dict(sample)
-        square = out["image"].shape[-1] == out["image"].shape[-2]
-        flip_h, flip_v = (torch.rand(2, generator=generator) < 0.5).tolist() if self.flips else (False, False)
-        turns = int(torch.randint(0, 4, (1,), generator=generator)) if self.rotate90 and square else 0
+        move = self.draw(out["image"], generator)
         for key in SPATIAL_KEYS:
-            if key not in out:
-                continue
-            tensor = out[key]
-            if flip_h:
-                tensor = torch.flip(tensor, dims=(-1,))
-            if flip_v:
-                tensor = torch.flip(tensor, dims=(-2,))
-            if turns:
-                tensor = torch.rot90(tensor, turns, dims=(-2, -1))
-            out[key] = tensor.contiguous()
+            if key in out:
+                out[key] = move.apply(out[key])
         out["image"] = self._jitter(out["image"], generator)
         return out
+
+    def draw(self, image: torch.Tensor, generator: torch.Generator | None = None) -> Move:
+        """The geometric operations of one sample (rotations only for square images)."""
+        square = image.shape[-1] == image.shape[-2]
+        flip_h, flip_v = (torch.rand(2, generator=generator) < 0.5).tolist() if self.flips else (False, False)
+        turns = int(torch.randint(0, 4, (1,), generator=generator)) if self.rotate90 and square else 0
+        return Move(bool(flip_h), bool(flip_v), turns)
 
     def _jitter(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if not self.brightness and not self.contrast:

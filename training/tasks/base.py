@@ -56,9 +56,13 @@ class RsdlTask(pl.LightningModule):
         self.data_spec: ModelSpec | None = None
         self.metrics_record: dict[str, float] = {}
         self.stage_metrics = nn.ModuleDict(
-            {stage: make_metrics(self.task_name, num_classes, IGNORE_INDEX) for stage in ("val", "test")}
+            {stage: self.make_stage_metrics(num_classes) for stage in ("val", "test")}
         )
         self.stage_loss = nn.ModuleDict({stage: make_loss_mean() for stage in ("val", "test")})
+
+    def make_stage_metrics(self, num_classes: int) -> nn.Module:
+        """One stage's metrics: per-class and mean scores of the predicted classes."""
+        return make_metrics(self.task_name, num_classes, IGNORE_INDEX)
 
     def save_plain_hyperparameters(self) -> None:
         """``save_hyperparameters`` of the calling ``__init__``, plus the class it belongs to.

@@ -256,25 +256,34 @@ def nms(detections: Detections, iou_threshold: float, class_agnostic: bool = Fal
 
 # Candidate pairs held at once by nms before it falls back to suppressing kept box by kept box.
 _MAX_PAIRS = 2_000_000
+_SWEEP_BLOCK = 256  # boxes compared at once in nms's sweep
 
 
 def _candidate_pairs(boxes: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(later, earlier) positions of every pair of boxes of one class whose boxes meet, ``earlier <
-    later``; None when there are more than ``_MAX_PAIRS``."""
-    count = len(boxes)
-    block = max(1, 4_000_000 // count)
+    later``; None when there are more than ``_MAX_PAIRS``.
+
+    A sweep along x: each block of boxes (in x order) is compared only with the boxes whose x
+    extent reaches it, so a tile's thousands of scattered candidates cost about N log N, not N^2."""
+    by_x = np.argsort(boxes[:, 0], kind="stable")
+    sorted_x1 = boxes[by_x, 0]
     found_later, found_earlier, total = [], [], 0
-    for start in range(0, count, block):
-        stop = min(start + block, count)
-        meets = box_intersection_areas(boxes[start:stop], boxes[:stop]) > 0
-        meets &= np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
-        meets &= classes[start:stop, None] == classes[None, :stop]
+    for start in range(0, len(boxes), _SWEEP_BLOCK):
+        rows = by_x[start : start + _SWEEP_BLOCK]
+        reach = np.searchsorted(sorted_x1, boxes[rows, 2].max(), side="left")
+        candidates = by_x[:reach]
+        candidates = candidates[boxes[candidates, 2] > boxes[rows, 0].min()]
+        meets = box_intersection_areas(boxes[rows], boxes[candidates]) > 0
+        meets &= candidates[None, :] < rows[:, None]
+        meets &= classes[rows][:, None] == classes[candidates][None, :]
         later, earlier = np.nonzero(meets)
         total += len(later)
         if total > _MAX_PAIRS:
             return None
-        found_later.append(later + start)
-        found_earlier.append(earlier)
+        found_later.append(rows[later])
+        found_earlier.append(candidates[earlier])
+    if not found_later:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(found_later), np.concatenate(found_earlier)
 
 
