@@ -25,6 +25,18 @@ Batch is always dynamic. Height and width are dynamic for segmentation and regre
 run at twice the sample size in torch (fully convolutional); classifiers, and nets that do not,
 are fixed at the sample size (``dynamic_size=False`` / ``--fixed-size`` forces that).
 
+Detectors and instance segmentors (torchvision R-CNNs, model_type Detector / InstanceSegmentor)
+export in rsdl's detection layout (core/contract/detection_layouts.py, through
+``training.nets.detection.RsdlLayout``): ``boxes`` [1, N, 4], ``scores`` [1, N], ``class_ids``
+[1, N] and for instance models ``masks`` [1, N, H, W], N = the net's ``box_detections_per_img``.
+The batch is fixed at 1 (rsdl runs fixed-batch models in chunks), height and width are dynamic
+(the nets never resize; ``--fixed-size`` fixes them). Before the file is written, besides
+onnx.checker and the spec read back, ``ObjectDecoder.for_backend`` (rsdl:detect's reader) must
+accept the layout, and parity is checked row by row on seeded inputs (noise with bright squares,
+noise, and noise at twice the size when dynamic): **tolerances ``DETECTION_TOLERANCES``: boxes
+1e-3 px, scores and mask probabilities 1e-4, class ids exact**; rows are matched by order, rows
+whose scores tie within 1e-4 may swap. TorchScript export of detectors is refused.
+
 The ONNX file is made by torch's TorchScript-based exporter (``dynamo=False``): the newer
 exporter needs onnxscript, which this project does not install.
 """
@@ -297,6 +309,171 @@ def _onnx_model(plan: _Plan, opset: int) -> Any:
     return model
 
 
+# -- detectors (rsdl layout) ----------------------------------------------------------------------
+
+DETECTION_TYPES = (ModelType.DETECTOR, ModelType.INSTANCE_SEGMENTOR)
+# Parity of an exported detector, per output: boxes in pixels, scores and mask probabilities.
+DETECTION_TOLERANCES = {"boxes": 1e-3, "scores": 1e-4, "class_ids": 0.0, "masks": 1e-4}
+
+
+def _detection_inputs(channels: int, size: int, dynamic_size: bool) -> list[torch.Tensor]:
+    """Seeded parity inputs: normalised noise with bright squares (something to detect), plain
+    noise, and noise at twice the size when height and width are dynamic."""
+    generator = torch.Generator().manual_seed(PARITY_SEED)
+    squares = torch.randn(1, channels, size, size, generator=generator) * 0.3
+    step = max(size // 4, 4)
+    for index, corner in enumerate(range(step // 4, size - step, step)):
+        side = max(step // 2 + 2 * index, 2)
+        squares[:, :, corner : corner + side, corner : corner + side] += 2.0
+    inputs = [squares, torch.randn(1, channels, size, size, generator=generator)]
+    if dynamic_size:
+        inputs.append(torch.randn(1, channels, 2 * size, 2 * size, generator=generator))
+    return inputs
+
+
+def _rows_match(want: dict[str, np.ndarray], have: dict[str, np.ndarray], row: int, other: int) -> bool:
+    return all(
+        np.max(np.abs(want[name][row] - have[name][other]), initial=0.0) <= DETECTION_TOLERANCES[name]
+        for name in want
+    )
+
+
+def _detection_diff(backend: ModelBackend, net: nn.Module, batch: torch.Tensor, names: tuple) -> float:
+    """Largest |exported - torch| of matched rows; raises when a row has no partner within the
+    tolerances. Rows match by order; rows whose scores tie (within the score tolerance) may swap,
+    as two sorts of equal scores may order them differently."""
+    with torch.no_grad():
+        want = dict(zip(names, (t.float().numpy()[0] for t in net(batch))))
+    have = dict(zip(names, (np.asarray(a, dtype=np.float32)[0] for a in backend.run(batch.numpy()))))
+    for name in names:
+        if want[name].shape != have[name].shape:
+            raise ExportError(
+                f"The exported detector's '{name}' has shape {list(have[name].shape)} for input "
+                f"{list(batch.shape)}; the torch net gives {list(want[name].shape)}."
+            )
+    worst = 0.0
+    for row in range(len(want["scores"])):
+        ties = np.flatnonzero(np.abs(have["scores"] - want["scores"][row]) <= DETECTION_TOLERANCES["scores"])
+        candidates = [row, *(t for t in ties if t != row)]
+        partner = next((c for c in candidates if _rows_match(want, have, row, c)), None)
+        if partner is None:
+            differences = {
+                name: float(np.max(np.abs(want[name][row] - have[name][row]), initial=0.0)) for name in names
+            }
+            raise ExportError(
+                f"The exported detector disagrees with the torch net on input {list(batch.shape)}: row "
+                f"{row} (torch score {want['scores'][row]:.4g}) differs by {differences}, above the "
+                f"stated tolerances {DETECTION_TOLERANCES}, and no tied row matches it. No file was written."
+            )
+        worst = max(
+            worst, *(float(np.max(np.abs(want[n][row] - have[n][partner]), initial=0.0)) for n in names)
+        )
+    return worst
+
+
+def _export_detector_onnx(
+    net: nn.Module,
+    spec: ModelSpec,
+    path: Path,
+    opset: int,
+    sample_size: int | None,
+    dynamic_size: bool | None,
+) -> ExportResult:
+    """A torchvision R-CNN in rsdl's detection layout (see :class:`training.nets.detection.RsdlLayout`):
+    batch fixed at 1 (torchvision's detectors trace one image at a time; rsdl runs fixed-batch
+    models in chunks), height and width dynamic unless ``dynamic_size`` is False."""
+    import onnx
+
+    from rsdl_qgis_plugin.inference.detector import ObjectDecoder
+
+    from .nets.detection import RsdlLayout
+
+    if not hasattr(net, "roi_heads"):
+        raise ExportError(
+            f"A {spec.model_type.value} exports from a torchvision R-CNN (training/nets/detection.py); "
+            f"got {type(net).__name__}."
+        )
+    if spec.bands is None:
+        raise ExportError(
+            "The spec lists no 'bands'; an exported model must say which raster bands it reads."
+        )
+    size = sample_size or spec.tile_size
+    if not size or size < 1:
+        raise ExportError("Give a sample (tile) size: the spec has no 'tile_size'.")
+    dynamic_size = True if dynamic_size is None else dynamic_size
+    if not dynamic_size and spec.tile_size not in (None, size):
+        raise ExportError(
+            f"The export has fixed {size} x {size} px inputs but the spec's tile_size is {spec.tile_size}."
+        )
+    wrapper = RsdlLayout(copy.deepcopy(net).cpu().float().eval()).eval()
+    names = ("boxes", "scores", "class_ids", "masks") if wrapper.masks else ("boxes", "scores", "class_ids")
+    channels = len(spec.bands)
+    export = {
+        "format": "onnx",
+        "opset": opset,
+        "tolerance": DETECTION_TOLERANCES,
+        "torch": torch.__version__,
+        "dynamic_size": dynamic_size,
+        "sample_size": size,
+        "batch": 1,
+        "layout": "rsdl",
+        "rows": wrapper.rows,
+    }
+    training = {**_json_clean(spec.training, "training"), "export": export}
+    written = dataclasses.replace(spec, tile_size=spec.tile_size or size, training=training)
+    axes: dict[str, dict[int, str]] = {}
+    if dynamic_size:
+        axes = {INPUT_NAME: {2: "height", 3: "width"}}
+        if wrapper.masks:
+            axes["masks"] = {2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    try:
+        with _quiet_deprecations(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # torchvision's own, expected
+            torch.onnx.export(
+                wrapper,
+                (torch.zeros(1, channels, size, size),),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(names),
+                dynamic_axes=axes or None,
+                do_constant_folding=True,
+            )
+    except Exception as error:
+        raise ExportError(f"torch could not export the detector to ONNX (opset {opset}): {error}") from error
+    model = onnx.load_from_string(buffer.getvalue())
+    for output in model.graph.output:  # the rows are always N: say so (the tracer names them)
+        dims = output.type.tensor_type.shape.dim
+        dims[0].dim_value = 1
+        dims[1].dim_value = wrapper.rows
+    onnx.helper.set_model_props(model, written.to_metadata())
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise ExportError(f"onnx.checker rejects the exported model: {error}") from None
+    inputs = _detection_inputs(channels, size, dynamic_size)
+    with atomic_file(path, sidecars=()) as temp:
+        temp.write_bytes(model.SerializeToString())
+        try:
+            backend = load_model(temp, device="cpu")
+            ObjectDecoder.for_backend(backend)  # rsdl:detect's reader accepts the layout
+        except RsdlError as error:
+            raise ExportError(f"The plugin cannot load the exported detector '{path}': {error}") from None
+        _check_spec(backend.spec, written, path)
+        worst = max(_detection_diff(backend, wrapper, batch, names) for batch in inputs)
+    return ExportResult(
+        path,
+        "onnx",
+        written,
+        worst,
+        max(DETECTION_TOLERANCES.values()),
+        dynamic_size,
+        tuple(tuple(batch.shape) for batch in inputs),
+    )
+
+
 def export_onnx(
     net: nn.Module,
     spec: ModelSpec,
@@ -311,7 +488,12 @@ def export_onnx(
     ``sample_size`` is the tile side used to trace and check (default: ``spec.tile_size``).
     Raises ExportError, leaving no file, when ``onnx.checker``, the plugin's reader or the parity
     check (max |onnxruntime - torch| <= ``tolerance``, default 1e-4) fails.
+
+    Detectors and instance segmentors (``spec.model_type``) export in rsdl's detection layout
+    instead, checked against ``DETECTION_TOLERANCES`` (see the module docstring).
     """
+    if spec.model_type in DETECTION_TYPES:
+        return _export_detector_onnx(net, spec, Path(path), opset, sample_size, dynamic_size)
     plan = _plan(
         net, spec, sample_size, dynamic_size, {"format": "onnx", "opset": opset, "tolerance": tolerance}
     )
@@ -334,7 +516,14 @@ def export_torchscript(
     """Write ``net`` as a traced TorchScript file with ``spec`` as the extra file ``rsdl_spec.json``.
 
     Verified like :func:`export_onnx` (the plugin loads it; max |TorchScript - torch| <= ``tolerance``).
+    Detectors are refused: export them to ONNX.
     """
+    if spec.model_type in DETECTION_TYPES:
+        raise ExportError(
+            f"TorchScript export of a {spec.model_type.value} is not supported (torchvision's detectors "
+            "trace to TorchScript only with fixed detections and the plugin probes TorchScript outputs "
+            "as [B, C(, H, W)]); export it to ONNX (--format onnx)."
+        )
     plan = _plan(net, spec, sample_size, dynamic_size, {"format": "torchscript", "tolerance": tolerance})
     try:
         with _quiet_deprecations():

@@ -295,3 +295,82 @@ def test_logits_are_exported_as_probabilities(activation, tmp_path):
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
     assert got.min() >= 0.0 and got.max() <= 1.0
+
+
+# -- detectors: rsdl's detection layout ----------------------------------------------------------------
+
+
+def detector_spec(model_type: ModelType) -> ModelSpec:
+    return ModelSpec(
+        model_type=model_type,
+        class_names={0: "building", 1: "tree"},
+        class_colors={0: "#e31a1c", 1: "#33a02c"},
+        resolution_cm=30.0,
+        tile_size=64,
+        standardization_mean=(0.4, 0.4, 0.4),
+        standardization_std=(0.2, 0.2, 0.2),
+        bands=(1, 2, 3),
+        det_conf=0.3,
+        det_iou_thresh=0.5,
+        training={"task": "detection", "output": "detections", "metrics": {"val_map50": 0.61}},
+    )
+
+
+@pytest.mark.parametrize(
+    ("architecture", "model_type"),
+    [
+        ("fasterrcnn_mobilenet_v3", ModelType.DETECTOR),
+        ("maskrcnn_mobilenet_v3", ModelType.INSTANCE_SEGMENTOR),
+    ],
+)
+def test_detector_export_round_trip(architecture, model_type, tmp_path):
+    from rsdl_qgis_plugin.inference.detector import ObjectDecoder
+    from training.export import DETECTION_TOLERANCES
+    from training.nets.detection import RsdlLayout, build_detector
+
+    torch.manual_seed(0)
+    net = build_detector(architecture, 2, chip_size=64, box_detections_per_img=25).eval()
+    spec = detector_spec(model_type)
+    result = export_onnx(net, spec, tmp_path / "det.onnx")
+    assert result.dynamic_size and result.max_abs_diff <= max(DETECTION_TOLERANCES.values())
+
+    backend = load_model(result.path, device="cpu")
+    assert backend.fixed_batch == 1 and backend.input_size == (None, None)
+    read = backend.spec
+    assert read == result.spec and read.model_type is model_type
+    assert (read.det_conf, read.det_iou_thresh, read.class_names) == (0.3, 0.5, spec.class_names)
+    assert read.training["metrics"]["val_map50"] == 0.61 and read.training["export"]["rows"] == 25
+    names = [o.name for o in backend.outputs]
+    assert names == ["boxes", "scores", "class_ids"] + (
+        ["masks"] if model_type is ModelType.INSTANCE_SEGMENTOR else []
+    )
+    assert [o.shape[1] for o in backend.outputs] == [25] * len(names)
+
+    # Independently of export's own check: onnxruntime at a size it never checked, decoded by
+    # rsdl:detect's decoder, gives the objects the torch net gives.
+    decoder = ObjectDecoder.for_backend(backend)
+    x = torch.randn(2, 3, 96, 80, generator=torch.Generator().manual_seed(7))
+    x[:, 0, 20:40, 10:30] += 2.0
+    got = backend.run(x.numpy())  # batch 2 runs as two chunks of the fixed batch 1
+    with torch.no_grad():
+        expected = [t.numpy() for t in RsdlLayout(net)(x)]
+    for have, want in zip(got, expected):
+        assert have.shape == want.shape
+    decoded = decoder.decode(got, 0.05, 0.5, False, 96)
+    oracle = decoder.decode(expected, 0.05, 0.5, False, 96)
+    assert sum(len(d.boxes) for d in oracle) > 0
+    for mine, theirs in zip(decoded, oracle):
+        np.testing.assert_allclose(mine.boxes, theirs.boxes, atol=DETECTION_TOLERANCES["boxes"])
+        np.testing.assert_allclose(mine.scores, theirs.scores, atol=DETECTION_TOLERANCES["scores"])
+        np.testing.assert_array_equal(mine.class_ids, theirs.class_ids)
+        if model_type is ModelType.INSTANCE_SEGMENTOR:
+            assert [m.pixel_count for m in mine.masks] == [m.pixel_count for m in theirs.masks]
+
+
+def test_detector_torchscript_export_is_refused(tmp_path):
+    from training.nets.detection import build_detector
+
+    net = build_detector("fasterrcnn_mobilenet_v3", 2, chip_size=64)
+    with pytest.raises(ExportError, match="export it to ONNX"):
+        export_torchscript(net, detector_spec(ModelType.DETECTOR), tmp_path / "det.pt")
+    assert list(tmp_path.iterdir()) == []
