@@ -17,7 +17,14 @@ from torch import nn
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 
-from .data import ChipsDataModule, ImageFolderDataModule, RasterVectorDataModule, RsdlDataModule
+from .data import (
+    ChipsDataModule,
+    ImageFolderDataModule,
+    ObjectChipsDataModule,
+    RasterObjectsDataModule,
+    RasterVectorDataModule,
+    RsdlDataModule,
+)
 from .data.base import CLASS_PATH_KEY
 from .tasks import TASKS, RsdlTask
 from .tasks.base import SPEC_KEY
@@ -25,7 +32,14 @@ from .tasks.base import SPEC_KEY
 HPARAMS_KEY = "hyper_parameters"
 DATA_HPARAMS_KEY = "datamodule_hyper_parameters"
 DATAMODULES: dict[str, type[RsdlDataModule]] = {
-    cls.__name__: cls for cls in (ChipsDataModule, RasterVectorDataModule, ImageFolderDataModule)
+    cls.__name__: cls
+    for cls in (
+        ChipsDataModule,
+        RasterVectorDataModule,
+        ImageFolderDataModule,
+        ObjectChipsDataModule,
+        RasterObjectsDataModule,
+    )
 }
 
 
