@@ -15,6 +15,10 @@ Writes into the output folder:
 * ``training_loss.png``, ``training_metrics.png``, ``training_learning_rate.png`` from a Lightning
   CSV log when one is given or found beside the checkpoint.
 
+Detectors and instance segmentors (model_type Detector / InstanceSegmentor) are evaluated by
+``training.evaluate_detection`` instead: COCO mAP (torchmetrics), rsdl:evaluateobjects' object
+counts at IoU 0.5, a precision-recall chart and a grid of detections (see that module).
+
 Batches are dicts: ``{"image": float NCHW normalised, "mask": long NHW}`` for segmentation,
 ``{"image", "label": long N}`` for classification. Logits become classes by argmax; a single
 channel is a sigmoid output, class 1 where ``sigmoid(logit) >= spec.seg_thresh`` (0.5 when the spec
@@ -51,6 +55,7 @@ from .reports.samples import Sample, write_sample_grid
 
 DEFAULT_SAMPLES = 6
 SPLITS = ("val", "test")
+DETECTION_TYPES = (ModelType.DETECTOR, ModelType.INSTANCE_SEGMENTOR)
 
 
 def torch_device(name: str = "auto") -> torch.device:
@@ -130,8 +135,18 @@ def evaluate(
     samples: int = DEFAULT_SAMPLES,
     max_batches: int | None = None,
     split: str = "val",
+    score_threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Run ``net`` over ``batches``, write the report files into ``output_dir``; returns the metrics."""
+    """Run ``net`` over ``batches``, write the report files into ``output_dir``; returns the metrics.
+
+    Detectors go to ``evaluate_detection.evaluate_detection`` (``score_threshold``: the score an
+    object needs to count, default the spec's ``det_conf``); other models ignore it."""
+    if spec.model_type in DETECTION_TYPES:
+        from .evaluate_detection import evaluate_detection
+
+        return evaluate_detection(
+            net, spec, batches, output_dir, metrics_csv, device, samples, max_batches, split, score_threshold
+        )
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     classification = spec.model_type is ModelType.CLASSIFIER
@@ -176,9 +191,15 @@ def evaluate(
     }
     files = _write_figures(result, statistics, shown, spec, metrics.num_classes, output, metrics_csv)
     result["files"] = sorted(path.name for path in files)
+    write_metrics_json(result, output)
+    return result
+
+
+def write_metrics_json(result: dict[str, Any], output: Path) -> Path:
+    """``metrics.json`` in ``output``, complete or absent."""
     with atomic_file(output / "metrics.json", sidecars=()) as temp:
         temp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return result
+    return output / "metrics.json"
 
 
 def _item(tensor: torch.Tensor) -> np.ndarray | int:
@@ -266,7 +287,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training evaluate",
         description="Evaluate a checkpoint on held-out data: metrics JSON, confusion matrix, class "
-        "distribution, sample predictions and training curves.",
+        "distribution, sample predictions and training curves; for detectors COCO mAP, object counts "
+        "at IoU 0.5, a precision-recall chart and a grid of detections.",
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="Lightning checkpoint (.ckpt)")
     parser.add_argument(
@@ -292,6 +314,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"items in samples.png (default {DEFAULT_SAMPLES})",
     )
     parser.add_argument("--max-batches", type=int, help="stop after this many batches (default: all)")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        help="detectors: the score a detection needs to count in the object-level TP/FP/FN (default: "
+        "the model's det_conf, what rsdl:detect keeps); mAP always uses every detection",
+    )
     add_device_argument(parser)
     return parser
 
@@ -315,14 +343,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.samples,
             args.max_batches,
             args.split,
+            args.score_threshold,
         )
     except RsdlError as error:
         print(f"evaluate failed: {error}", file=sys.stderr)
         return 1
-    mean_iou, accuracy = result["mean_iou"], result["overall_accuracy"]
-    print(
-        f"{result['split']}: {result['items']} items, mean IoU "
-        f"{'n/a' if mean_iou is None else f'{mean_iou:.4f}'}, overall accuracy "
-        f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}; report in {args.output}"
-    )
+    print(f"{result['split']}: {result['items']} items, {_headline(result)}; report in {args.output}")
     return 0
+
+
+def _headline(result: dict[str, Any]) -> str:
+    def text(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    if "map" in result:
+        boxes, objects = result["map"]["bbox"], result["objects"]["bbox"]
+        return (
+            f"box mAP@0.5 {text(boxes['map50'])}, mAP@[.5:.95] {text(boxes['map'])}; at score >= "
+            f"{result['score_threshold']:g}: {objects['tp']} TP, {objects['fp']} FP, {objects['fn']} FN, "
+            f"F1@0.5 {text(objects['f1'])}"
+        )
+    return f"mean IoU {text(result['mean_iou'])}, overall accuracy {text(result['overall_accuracy'])}"

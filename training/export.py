@@ -584,7 +584,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="export a fixed height and width (the tile size) even for a fully convolutional net",
     )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help="detectors: the score rsdl:detect keeps by default, written into the spec as det_conf "
+        "(default: the task's score_threshold); pick it from the precision-recall chart that "
+        "'evaluate' writes for the validation split",
+    )
     return parser
+
+
+def with_confidence_threshold(spec: ModelSpec, threshold: float | None) -> ModelSpec:
+    """``spec`` with ``det_conf`` = ``threshold`` (detectors only; None leaves it as trained)."""
+    if threshold is None:
+        return spec
+    if spec.model_type not in DETECTION_TYPES:
+        raise RsdlError(
+            f"--confidence-threshold applies to detectors; this checkpoint is a {spec.model_type.value}."
+        )
+    if not 0.0 < threshold < 1.0:
+        raise RsdlError(f"--confidence-threshold must lie between 0 and 1 (exclusive), got {threshold:g}.")
+    return dataclasses.replace(spec, det_conf=threshold)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -596,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         net, spec = load_checkpoint_net(args.checkpoint)
         if args.tile_size:
             spec = dataclasses.replace(spec, tile_size=args.tile_size)
+        spec = with_confidence_threshold(spec, args.confidence_threshold)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         dynamic = False if args.fixed_size else None
         results = []

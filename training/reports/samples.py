@@ -1,5 +1,6 @@
-"""A grid of sample predictions: image, reference and prediction overlaid (segmentation), or
-the image titled with reference and predicted class (classification)."""
+"""A grid of sample predictions: image, reference and prediction overlaid (segmentation), the
+image titled with reference and predicted class (classification), or the image with reference and
+detected objects drawn over it (detection)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.objects.detections import Detections
 
 from .figures import class_colors, class_names, display_rgb, overlay_classes, save_png
 
 CLASSIFIER_COLUMNS = 4
+OBJECT_COLUMNS = 3
+REFERENCE_COLOR = "#00e5ff"  # reference objects: cyan, dashed (predictions take the class colours)
 _RIGHT, _WRONG = "#1a7f37", "#c62828"
 
 
@@ -91,3 +95,72 @@ def _legend(figure: Figure, spec: ModelSpec, num_classes: int, colors: np.ndarra
         Patch(facecolor=colors[value], label=name) for value, name in class_names(spec, num_classes).items()
     ]
     figure.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+
+
+@dataclass(frozen=True)
+class ObjectSample:
+    """One evaluated chip of a detector: normalised (C, H, W) image, reference objects and
+    detections (chip pixels; ``core.objects.detections``)."""
+
+    image: np.ndarray
+    reference: Detections
+    prediction: Detections
+
+
+def _outline(axes, objects: Detections, index: int, color, style: str) -> None:
+    """An object's mask outline (pixel edges) when it has a mask, else its (oriented) box."""
+    if objects.masks is not None and objects.masks[index].mask.any():
+        mask = objects.masks[index]
+        rows, cols = mask.mask.shape
+        padded = np.pad(mask.mask.astype(np.float32), 1)
+        # Contour at 0.5 of the mask, pixel centres at (col + 0.5, row + 0.5) in chip pixels.
+        x = mask.col0 - 0.5 + np.arange(cols + 2)
+        y = mask.row0 - 0.5 + np.arange(rows + 2)
+        axes.contour(x, y, padded, levels=[0.5], colors=[color], linewidths=1.2, linestyles=style)
+        return
+    corners = objects.corners()[index]
+    closed = np.vstack([corners, corners[:1]])
+    axes.plot(closed[:, 0], closed[:, 1], color=color, linewidth=1.2, linestyle=style)
+
+
+def write_object_grid(
+    samples: list[ObjectSample], spec: ModelSpec, score_threshold: float, path: str | os.PathLike
+) -> Path:
+    """One PNG of chips with the reference objects (dashed, ``REFERENCE_COLOR``) and the detections
+    scoring at least ``score_threshold`` (class colours, with their scores) drawn over them."""
+    if not samples:
+        raise ValueError("No samples to draw.")
+    from matplotlib.lines import Line2D
+
+    count = max(len(spec.class_names), 1)
+    colors = class_colors(spec, count)
+    names = class_names(spec, count)
+    columns = min(OBJECT_COLUMNS, len(samples))
+    rows = math.ceil(len(samples) / columns)
+    figure = Figure(figsize=(3.6 * columns, 3.8 * rows + 0.5))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for axes in grid.ravel():
+        axes.set_axis_off()
+    for axes, sample in zip(grid.ravel(), samples):
+        height, width = sample.image.shape[-2:]
+        axes.imshow(display_rgb(sample.image, spec), interpolation="nearest", extent=(0, width, height, 0))
+        for index in range(len(sample.reference)):
+            _outline(axes, sample.reference, index, REFERENCE_COLOR, "dashed")
+        shown = np.flatnonzero(sample.prediction.scores >= score_threshold)
+        for index in shown:
+            class_id = int(sample.prediction.class_ids[index])
+            color = colors[class_id] if 0 <= class_id < len(colors) else (1.0, 0.0, 1.0)
+            _outline(axes, sample.prediction, index, color, "solid")
+            x1, y1 = sample.prediction.boxes[index, :2]
+            axes.text(x1, y1, f"{sample.prediction.scores[index]:.2f}", color=color, fontsize=6, va="bottom")
+        axes.set_xlim(0, width)
+        axes.set_ylim(height, 0)
+        axes.set_title(f"{len(sample.reference)} reference, {len(shown)} detected", fontsize=8)
+    handles = [Line2D([], [], color=REFERENCE_COLOR, linestyle="dashed", label="reference")]
+    handles += [
+        Line2D([], [], color=colors[value], label=f"{name} (score >= {score_threshold:g})")
+        for value, name in names.items()
+    ]
+    figure.legend(handles=handles, loc="upper center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / figure.get_figheight()))
+    return save_png(figure, path)

@@ -57,7 +57,35 @@ def losses_mode(net: nn.Module) -> Iterator[None]:
         net.train(was_training)
 
 
-def _per_class_ap50(precision: torch.Tensor) -> torch.Tensor:
+def mean_average_precision(instance: bool, detections_per_img: int) -> MeanAveragePrecision:
+    """torchmetrics' COCO mAP as the task and ``python -m training evaluate`` compute it: boxes (and
+    masks for instance models), per class, COCO's precision array kept, and the most detections
+    per image at least the net's."""
+    return MeanAveragePrecision(
+        iou_type=("bbox", "segm") if instance else "bbox",
+        class_metrics=True,
+        extended_summary=True,
+        max_detection_thresholds=[1, 10, max(100, detections_per_img)],
+    )
+
+
+def map_values(computed: dict[str, Any], iou_type: str, instance: bool) -> tuple[float, float, dict, dict]:
+    """(mAP@[.5:.95], mAP@0.5, per class mAP, per class AP50) of one IoU type ("bbox" or "segm")
+    from ``MeanAveragePrecision.compute()``; per class values are keyed by the 0-based class id,
+    -1 where COCO has no value (a class absent from the reference)."""
+    prefix = f"{iou_type}_" if instance else ""
+    classes = [int(c) for c in computed["classes"].reshape(-1).tolist()]
+    maps = computed[f"{prefix}map_per_class"].reshape(-1).tolist()
+    ap50 = per_class_ap50(computed[f"{prefix}precision"]).tolist()
+    return (
+        float(computed[f"{prefix}map"]),
+        float(computed[f"{prefix}map_50"]),
+        {value: float(maps[index]) for index, value in enumerate(classes) if index < len(maps)},
+        {value: float(ap50[index]) for index, value in enumerate(classes) if index < len(ap50)},
+    )
+
+
+def per_class_ap50(precision: torch.Tensor) -> torch.Tensor:
     """AP at IoU 0.5 per class from COCOeval's precision [T, R, K, A, M] (area all, most detections),
     as COCOeval averages it: the mean over recall points that have a precision, -1 where none."""
     at_50 = precision[0, :, :, 0, -1]
@@ -119,16 +147,9 @@ class DetectionTask(RsdlTask):
         if weights:
             load_matching(self.net, read_weights(weights))
         self.loss = nn.Identity()  # torchvision computes the losses inside the net
-        iou_types = ("bbox", "segm") if self.instance else "bbox"
-        detections = max(100, box_detections_per_img)
         self.stage_metrics = nn.ModuleDict(
             {
-                stage: MeanAveragePrecision(
-                    iou_type=iou_types,
-                    class_metrics=True,
-                    extended_summary=True,
-                    max_detection_thresholds=[1, 10, detections],
-                )
+                stage: mean_average_precision(self.instance, box_detections_per_img)
                 for stage in ("val", "test")
             }
         )
@@ -240,22 +261,17 @@ class DetectionTask(RsdlTask):
         """torchmetrics' results as ``{stage}_map``, ``{stage}_map50`` (``_segm_`` for masks) and
         per class ``{stage}_map_<class>``, ``{stage}_map50_<class>``; -1 where COCO has no value."""
         names = self.class_names()
-        classes = [int(c) for c in computed["classes"].reshape(-1).tolist()]
         means: dict[str, float] = {}
         per_class: dict[str, float] = {}
         for iou_type in ("bbox", "segm") if self.instance else ("bbox",):
-            prefix = f"{iou_type}_" if self.instance else ""
             part = "" if iou_type == "bbox" else "segm_"
-            means[f"{stage}_{part}map"] = float(computed[f"{prefix}map"])
-            means[f"{stage}_{part}map50"] = float(computed[f"{prefix}map_50"])
-            maps = computed[f"{prefix}map_per_class"].reshape(-1).tolist()
-            ap50 = _per_class_ap50(computed[f"{prefix}precision"]).tolist()
-            for index, value in enumerate(classes):
-                key = metric_key(names.get(value, str(value)))
-                if index < len(maps):
-                    per_class[f"{stage}_{part}map_{key}"] = float(maps[index])
-                if index < len(ap50):
-                    per_class[f"{stage}_{part}map50_{key}"] = float(ap50[index])
+            mean, mean50, maps, ap50 = map_values(computed, iou_type, self.instance)
+            means[f"{stage}_{part}map"] = mean
+            means[f"{stage}_{part}map50"] = mean50
+            for value, ap in maps.items():
+                per_class[f"{stage}_{part}map_{metric_key(names.get(value, str(value)))}"] = ap
+            for value, ap in ap50.items():
+                per_class[f"{stage}_{part}map50_{metric_key(names.get(value, str(value)))}"] = ap
         return means, per_class
 
     # -- the model contract -------------------------------------------------------------------
