@@ -1,15 +1,24 @@
-"""Headless batch prediction: run a model over many rasters with the plugin's own tiled engine.
+"""Headless batch prediction: run a model over many rasters with the plugin's own tiled engines.
 
     python -m training predict --model m.onnx --output-dir out/ 'tiles/*.tif' \\
         [--workers 4 --devices cuda:0,cuda:1]
 
-Each raster goes through ``rsdl_qgis_plugin.inference.engine.TiledInference`` exactly as in
-QGIS's rsdl:segment (same backends, tile plan, blending, nodata handling and sinks); only the
-input/output side differs: windows are read with rasterio (nodata from rasterio's masks) and
-GeoTIFFs written with rasterio, strip by strip, under a temporary name renamed at the end
+Segmentors and regressors: each raster goes through ``rsdl_qgis_plugin.inference.engine.TiledInference``
+exactly as in QGIS's rsdl:segment (same backends, tile plan, blending, nodata handling and sinks);
+only the input/output side differs: windows are read with rasterio (nodata from rasterio's masks)
+and GeoTIFFs written with rasterio, strip by strip, under a temporary name renamed at the end
 (complete or absent). For ``scene.tif`` it writes ``scene_classes.tif`` (uint8/uint16 with a
 colour table; a regressor writes ``scene_values.tif``), optionally ``scene_confidence.tif``, and
 ``scene_classes_head2.tif``... for further output heads; all on the input's grid, CRS and transform.
+
+Detectors and instance segmentors: each raster goes through
+``rsdl_qgis_plugin.inference.tiled_detection.TiledDetection`` as in rsdl:detect (same decoder,
+thresholds, seam merging and nodata rule: an object whose box centre is nodata is dropped), and
+the objects stream into ``scene_objects.gpkg`` (layer ``objects``, the raster's CRS) through
+``training/object_files.py``, complete or absent: one feature per object with class_id,
+class_name, score, area (square map units) and, for oriented boxes, angle; boxes (oriented boxes
+by their corners) as polygons, instance masks polygonized. ``--confidence`` and ``--blend`` do not
+apply to them (a confidence raster asked for gets a warning).
 
 Rasters are not resampled to the model's resolution (rsdl:segment can); a raster whose pixel
 size differs from the model's by more than ``RESOLUTION_WARNING`` gets a warning.
@@ -30,8 +39,9 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +59,7 @@ from rsdl_qgis_plugin.core.raster.nodata import valid_pixels
 from rsdl_qgis_plugin.core.tiling import policy
 from rsdl_qgis_plugin.core.tiling.blending import BlendMode
 from rsdl_qgis_plugin.inference.backends import ModelBackend, load_model
+from rsdl_qgis_plugin.inference.detector import MAX_CANDIDATES, ObjectDecoder, detection_thresholds
 from rsdl_qgis_plugin.inference.engine import HeadLayout, InferenceSettings, TiledInference
 from rsdl_qgis_plugin.inference.sinks import (
     FLOAT_NODATA,
@@ -57,10 +68,15 @@ from rsdl_qgis_plugin.inference.sinks import (
     class_nodata_value,
     head_classes,
 )
+from rsdl_qgis_plugin.inference.tiled_detection import DetectionSettings, TiledDetection
+from training.object_files import ObjectFileWriter
 
 PREDICT_TOOL = "python -m training predict"
+OBJECT_MODEL_TYPES = (ModelType.DETECTOR, ModelType.INSTANCE_SEGMENTOR)  # objects, not maps
 DEFAULT_BATCH_SIZE = policy.default_batch_size(ModelType.SEGMENTOR)
 DEFAULT_TILE_SIZE = policy.default_tile_size(ModelType.SEGMENTOR)
+DETECTOR_BATCH_SIZE = policy.default_batch_size(ModelType.DETECTOR)
+DETECTOR_TILE_SIZE = policy.default_tile_size(ModelType.DETECTOR)
 DEFAULT_OVERLAP = policy.DEFAULT_OVERLAP_PERCENT
 ROWS_PER_STRIP = 32
 RESOLUTION_WARNING = 0.05  # relative pixel-size difference that earns a warning
@@ -175,15 +191,20 @@ class RasterioRowWriter:
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """What rsdl:segment's parameters say: tiles, blending, outputs. None = the model's or default."""
+    """What rsdl:segment's and rsdl:detect's parameters say: tiles, blending, thresholds, outputs.
+    None = the model's or the model type's default. ``blend_mode`` and ``confidence`` apply to
+    segmentation and regression only; the thresholds and ``class_agnostic`` to detectors only."""
 
     tile_size: int | None = None
     overlap_percent: float | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None
     blend_mode: BlendMode = BlendMode.PYRAMID
     confidence: bool = False
     bands: tuple[int, ...] | None = None
     skip_existing: bool = False
+    confidence_threshold: float | None = None
+    iou_threshold: float | None = None
+    class_agnostic: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,16 +216,33 @@ class PredictionResult:
     counts: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     skipped: bool = False
+    objects: dict[str, int] | None = None  # objects written per class name (detectors only)
+
+
+def _tiling(backend: ModelBackend, options: PredictOptions) -> tuple[int, int, int]:
+    """(tile size, overlap in pixels, batch size) by the one tiling policy the plugin's tools use."""
+    spec = backend.spec
+    name = Path(backend.path).name
+    tile = policy.tile_size(
+        spec, backend.input_size, options.tile_size, parameter="--tile-size", model_name=name
+    )
+    overlap = policy.overlap_pixels(spec, tile, options.overlap_percent)
+    batch = options.batch_size
+    if batch is None:
+        batch = policy.default_batch_size(spec.model_type)
+    return tile, overlap, batch
 
 
 def inference_settings(backend: ModelBackend, options: PredictOptions) -> InferenceSettings:
-    """Tile size and overlap chosen by the one tiling policy that rsdl:segment uses."""
-    name = Path(backend.path).name
-    tile = policy.tile_size(
-        backend.spec, backend.input_size, options.tile_size, parameter="--tile-size", model_name=name
-    )
-    overlap = policy.overlap_pixels(backend.spec, tile, options.overlap_percent)
-    return InferenceSettings(tile, overlap, options.batch_size, options.blend_mode)
+    """Tile size, overlap and batch size chosen as rsdl:segment chooses them."""
+    return InferenceSettings(*_tiling(backend, options), options.blend_mode)
+
+
+def detection_settings(backend: ModelBackend, options: PredictOptions) -> DetectionSettings:
+    """Tiles and thresholds chosen as rsdl:detect chooses them (thresholds: the options', else the
+    model's det_conf / det_iou_thresh, else Ultralytics' defaults)."""
+    confidence, iou = detection_thresholds(backend.spec, options.confidence_threshold, options.iou_threshold)
+    return DetectionSettings(*_tiling(backend, options), confidence, iou, options.class_agnostic)
 
 
 def output_paths(raster: Path, output_dir: Path, spec: ModelSpec, heads: int, confidence: bool) -> list[Path]:
@@ -228,15 +266,21 @@ def _class_writer(path: Path, profile: dict, spec: ModelSpec, layout: HeadLayout
     return writer, dtype, nodata
 
 
+def objects_path(raster: Path, output_dir: Path) -> Path:
+    """The GeoPackage of a detector's objects for ``raster``."""
+    return output_dir / f"{raster.stem}_objects.gpkg"
+
+
 def predict_raster(
     backend: ModelBackend, raster: str | os.PathLike, output_dir: str | os.PathLike, options: PredictOptions
 ) -> PredictionResult:
-    """Run ``backend`` over one raster and write its prediction GeoTIFFs into ``output_dir``."""
+    """Run ``backend`` over one raster and write its outputs into ``output_dir``: prediction
+    GeoTIFFs for a segmentor or regressor, ``<stem>_objects.gpkg`` for a detector."""
     started = time.perf_counter()
     raster, output_dir = Path(raster), Path(output_dir)
     spec = backend.spec
     refuse_unless_run_by(spec, PREDICT_TOOL, Path(backend.path).name)
-    settings = inference_settings(backend, options)
+    predict = _predict_objects if spec.model_type in OBJECT_MODEL_TYPES else _predict_maps
     with rasterio.open(raster) as source:
         crs = source.crs
         compatibility = check_raster_compatibility(
@@ -248,16 +292,90 @@ def predict_raster(
             options.bands,
         )
         warnings = (*compatibility.warnings, *_resolution_warning(spec, source))
-        engine = TiledInference(backend, spec, compatibility.bands, settings, source.width, source.height)
-        paths = output_paths(raster, output_dir, spec, len(engine.heads), options.confidence)
-        if options.skip_existing and all(path.exists() for path in paths):
-            return PredictionResult(raster, tuple(paths), backend.provider, 0.0, {}, warnings, skipped=True)
-        with contextlib.ExitStack() as stack:
-            sinks = _open_sinks(stack, engine, spec, source.profile, paths, options.confidence)
-            counts = engine.run(lambda: RasterioWindowReader(source, compatibility.bands), sinks)
-    return PredictionResult(
-        raster, tuple(paths), backend.provider, time.perf_counter() - started, counts, warnings
+        result = predict(backend, source, raster, output_dir, options, compatibility.bands)
+    warnings = (*warnings, *result.warnings)
+    seconds = 0.0 if result.skipped else time.perf_counter() - started
+    return replace(result, seconds=seconds, warnings=warnings)
+
+
+def _predict_maps(
+    backend: ModelBackend,
+    source: Any,
+    raster: Path,
+    output_dir: Path,
+    options: PredictOptions,
+    bands: tuple[int, ...],
+) -> PredictionResult:
+    """A segmentor's or regressor's GeoTIFFs for the open rasterio dataset ``source``."""
+    spec = backend.spec
+    engine = TiledInference(
+        backend, spec, bands, inference_settings(backend, options), source.width, source.height
     )
+    paths = output_paths(raster, output_dir, spec, len(engine.heads), options.confidence)
+    if options.skip_existing and all(path.exists() for path in paths):
+        return PredictionResult(raster, tuple(paths), backend.provider, 0.0, skipped=True)
+    with contextlib.ExitStack() as stack:
+        sinks = _open_sinks(stack, engine, spec, source.profile, paths, options.confidence)
+        counts = engine.run(lambda: RasterioWindowReader(source, bands), sinks)
+    return PredictionResult(raster, tuple(paths), backend.provider, 0.0, counts)
+
+
+def _predict_objects(
+    backend: ModelBackend,
+    source: Any,
+    raster: Path,
+    output_dir: Path,
+    options: PredictOptions,
+    bands: tuple[int, ...],
+) -> PredictionResult:
+    """A detector's objects for the open rasterio dataset ``source``, written as they are final."""
+    spec = backend.spec
+    decoder = ObjectDecoder.for_backend(backend)
+    settings = detection_settings(backend, options)
+    detection = TiledDetection(backend, spec, decoder, settings, source.width, source.height)
+    path = objects_path(raster, output_dir)
+    if options.skip_existing and path.exists():
+        return PredictionResult(raster, (path,), backend.provider, 0.0, skipped=True)
+    crs_wkt = source.crs.to_wkt() if source.crs else None
+    # Masks when the model outputs them (instance polygons), else the (oriented) boxes.
+    with ObjectFileWriter(
+        path, source.transform, crs_wkt, decoder.has_masks, decoder.oriented, spec.class_name
+    ) as writer:
+        counts = detection.run(lambda: RasterioWindowReader(source, bands), writer.write)
+    return PredictionResult(
+        raster,
+        (path,),
+        backend.provider,
+        0.0,
+        counts,
+        _detection_warnings(counts, settings, options),
+        objects=dict(sorted(writer.counts.items())),
+    )
+
+
+def _detection_warnings(
+    counts: dict[str, int], settings: DetectionSettings, options: PredictOptions
+) -> tuple[str, ...]:
+    """What rsdl:detect warns of, with this command's option names."""
+    warnings = []
+    if options.confidence:
+        warnings.append("--confidence (a confidence raster) applies to segmentation models; ignored.")
+    if counts["non_finite_rows"]:
+        warnings.append(
+            f"The model gave {counts['non_finite_rows']:,} candidate rows holding NaN or infinite values; "
+            "they were dropped. Check the model's export (and its input normalisation)."
+        )
+    if counts["capped_tiles"]:
+        warnings.append(
+            f"{counts['capped_tiles']:,} tiles had more than {MAX_CANDIDATES:,} candidates at confidence "
+            f">= {settings.confidence:g}; only the {MAX_CANDIDATES:,} highest-scoring of each went into "
+            "overlap suppression. Raise --confidence-threshold if objects are missing."
+        )
+    if counts["run"] == 0:
+        warnings.append(
+            "Every tile is nodata: no object was looked for. Check the raster's nodata value and masks."
+        )
+    return tuple(warnings)
 
 
 def _open_sinks(
@@ -427,40 +545,76 @@ def predict_rasters(
 # -- command line -------------------------------------------------------------------------------
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training predict",
-        description="Run a segmentation or regression model (ONNX or TorchScript) over many rasters with "
-        "the plugin's tiled engine, writing GeoTIFFs on each raster's grid.",
+        description="Run a model (ONNX or TorchScript) over many rasters with the plugin's tiled engines. "
+        "Segmentation and regression models write GeoTIFFs on each raster's grid (<name>_classes.tif or "
+        "<name>_values.tif); detectors and instance segmentation models write one GeoPackage per raster "
+        "(<name>_objects.gpkg, layer 'objects', the raster's CRS): a feature per object with class_id, "
+        "class_name, score, area (square map units) and, for oriented boxes, angle; boxes as polygons, "
+        "instance masks as their outlines.",
     )
     parser.add_argument("rasters", nargs="*", help="raster paths or glob patterns (quote them; ** recurses)")
     parser.add_argument("--input-list", type=Path, help="text file of raster paths or patterns, one per line")
     parser.add_argument("--model", required=True, type=Path, help="model file (.onnx, or TorchScript .pt)")
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for the outputs (created)")
     parser.add_argument(
-        "--tile-size", type=int, help=f"tile side in pixels (default: the model's, else {DEFAULT_TILE_SIZE})"
+        "--tile-size",
+        type=int,
+        help=f"tile side in pixels (default: the model's, else {DEFAULT_TILE_SIZE}; {DETECTOR_TILE_SIZE} "
+        "for detectors)",
     )
     parser.add_argument(
         "--overlap",
         type=float,
-        help=f"tile overlap in %% of the tile (default: the model's, else {DEFAULT_OVERLAP:g})",
+        help=f"tile overlap in %% of the tile (default: the model's, else {DEFAULT_OVERLAP:g}); for "
+        "detectors, objects longer than the overlap may come out in pieces at tile seams",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help=f"tiles per model call (default {DEFAULT_BATCH_SIZE})",
+        help=f"tiles per model call (default: the model type's, {DEFAULT_BATCH_SIZE} for segmentors and "
+        f"{DETECTOR_BATCH_SIZE} for detectors)",
     )
     parser.add_argument(
         "--blend",
         choices=[mode.value for mode in BlendMode],
         default=BlendMode.PYRAMID.value,
-        help="blending of overlapping tiles (default pyramid)",
+        help="blending of overlapping tiles (default pyramid; not used by detectors)",
     )
     parser.add_argument(
         "--bands", help="1-based raster bands to feed the model, comma-separated (default: the model's)"
     )
-    parser.add_argument("--confidence", action="store_true", help="also write <name>_confidence.tif")
+    parser.add_argument(
+        "--confidence",
+        action="store_true",
+        help="also write <name>_confidence.tif (segmentation only; detectors ignore it with a warning)",
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=_fraction,
+        help="detectors: drop objects scoring below this (default: the model's det_conf, else 0.25)",
+    )
+    parser.add_argument(
+        "--iou-threshold",
+        type=_fraction,
+        help="detectors: of two objects overlapping by more than this IoU, within a tile and across tiles, "
+        "keep the higher-scoring (default: the model's det_iou_thresh, else 0.45)",
+    )
+    parser.add_argument(
+        "--class-agnostic-nms",
+        action="store_true",
+        help="detectors: objects of different classes suppress each other too (one object, one class)",
+    )
     parser.add_argument("--skip-existing", action="store_true", help="skip rasters whose outputs all exist")
     parser.add_argument(
         "--workers", type=int, default=1, help="processes to spread the rasters over (default 1)"
@@ -477,6 +631,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _summary(outcome: PredictionResult) -> str:
+    """One raster's line: tiles and time, and objects per class for a detector."""
+    if outcome.skipped:
+        return "skipped (outputs exist)"
+    counts = outcome.counts
+    tiles = (
+        f"{counts['run']} tiles run, {counts['skipped_nodata']} nodata, "
+        f"{outcome.seconds:.1f} s on {outcome.device}"
+    )
+    if outcome.objects is None:
+        return tiles
+    return f"{_per_class(outcome.objects)}; {tiles}"
+
+
+def _per_class(objects: dict[str, int]) -> str:
+    """E.g. ``5 objects (building 3, car 2)``."""
+    per_class = ", ".join(f"{name} {count}" for name, count in sorted(objects.items())) or "none"
+    return f"{sum(objects.values())} objects ({per_class})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training predict``: 0 when every raster was predicted, 1 otherwise."""
     args = _parser().parse_args(argv)
@@ -484,17 +658,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         rasters = expand_inputs(args.rasters, args.input_list)
         bands = tuple(int(b) for b in args.bands.split(",")) if args.bands else None
         options = PredictOptions(
-            args.tile_size,
-            args.overlap,
-            args.batch_size,
-            BlendMode(args.blend),
-            args.confidence,
-            bands,
-            args.skip_existing,
+            tile_size=args.tile_size,
+            overlap_percent=args.overlap,
+            batch_size=args.batch_size,
+            blend_mode=BlendMode(args.blend),
+            confidence=args.confidence,
+            bands=bands,
+            skip_existing=args.skip_existing,
+            confidence_threshold=args.confidence_threshold,
+            iou_threshold=args.iou_threshold,
+            class_agnostic=args.class_agnostic_nms,
         )
         args.output_dir.mkdir(parents=True, exist_ok=True)
         devices = [d.strip() for d in args.devices.split(",") if d.strip()] or ["auto"]
         failures = 0
+        objects: Counter[str] | None = None  # over every raster predicted, for detectors
         for raster, outcome in predict_rasters(
             args.model, rasters, args.output_dir, options, args.workers, devices, args.threads
         ):
@@ -504,17 +682,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             for warning in outcome.warnings:
                 print(f"warning: {raster}: {warning}", file=sys.stderr)
-            done = (
-                "skipped (outputs exist)"
-                if outcome.skipped
-                else (
-                    f"{outcome.counts['run']} tiles run, {outcome.counts['skipped_nodata']} nodata, "
-                    f"{outcome.seconds:.1f} s on {outcome.device}"
-                )
-            )
-            print(f"{raster} -> {', '.join(str(p) for p in outcome.outputs)}: {done}")
+            if outcome.objects is not None:
+                objects = (objects or Counter()) + Counter(outcome.objects)
+            print(f"{raster} -> {', '.join(str(p) for p in outcome.outputs)}: {_summary(outcome)}")
     except (RsdlError, ValueError) as error:
         print(f"predict failed: {error}", file=sys.stderr)
         return 1
     print(f"{len(rasters) - failures} of {len(rasters)} rasters predicted.")
+    if objects is not None:
+        print(f"In all: {_per_class(dict(objects))}.")
     return 1 if failures else 0

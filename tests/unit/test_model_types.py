@@ -32,7 +32,7 @@ def test_every_runnable_type_names_its_tools_and_layouts():
 @pytest.mark.parametrize("model_type", [ModelType.DETECTOR, ModelType.INSTANCE_SEGMENTOR])
 def test_detectors_are_objects_not_maps(model_type):
     role = role_of(model_type)
-    assert role.tools == ("rsdl:detect",)
+    assert role.tools == ("rsdl:detect", "python -m training predict")
     assert not role.class_scores and not role.per_pixel
     assert (role.default_tile_size, role.default_batch_size) == (640, 4)
     for layout in ("[B, N, 5 + classes]", "[B, 4 + classes, N]", "prototypes", "angle", "boxes [B, N, 4]"):
@@ -49,6 +49,8 @@ def test_detectors_are_objects_not_maps(model_type):
         (ModelType.CLASSIFIER, "rsdl:classifyfeatures"),
         (ModelType.DETECTOR, "rsdl:detect"),
         (ModelType.INSTANCE_SEGMENTOR, "rsdl:detect"),
+        (ModelType.DETECTOR, "python -m training predict"),
+        (ModelType.INSTANCE_SEGMENTOR, "python -m training predict"),
     ],
 )
 def test_a_tool_runs_the_types_it_is_registered_for(model_type, tool):
@@ -61,11 +63,14 @@ def test_a_tool_runs_the_types_it_is_registered_for(model_type, tool):
         (ModelType.CLASSIFIER, "rsdl:segment", r"'m.onnx' is a 'Classifier' .*rsdl:segment runs Segmentor "
          r"and Regressor models\. Use rsdl:classifytiles or rsdl:classifyfeatures"),
         (ModelType.REGRESSOR, "rsdl:classifytiles", r"runs Classifier models\. Use rsdl:segment"),
-        (ModelType.DETECTOR, "rsdl:segment", r"'Detector' .*Use rsdl:detect for Detector models"),
-        (ModelType.INSTANCE_SEGMENTOR, "rsdl:segment", r"Use rsdl:detect for InstanceSegmentor models"),
+        (ModelType.DETECTOR, "rsdl:segment", r"'Detector' .*Use rsdl:detect or python -m training "
+         r"predict for Detector models"),
+        (ModelType.INSTANCE_SEGMENTOR, "rsdl:segment", r"Use rsdl:detect or python -m training predict "
+         r"for InstanceSegmentor models"),
         (ModelType.DETECTOR, "rsdl:classifytiles", r"runs Classifier models\. Use rsdl:detect"),
         (ModelType.INSTANCE_SEGMENTOR, "rsdl:classifyfeatures", r"Use rsdl:detect"),
-        (ModelType.DETECTOR, "python -m training predict", r"Use rsdl:detect"),
+        (ModelType.CLASSIFIER, "python -m training predict", r"runs Segmentor, Regressor, Detector and "
+         r"InstanceSegmentor models\. Use rsdl:classifytiles"),
         (ModelType.SEGMENTOR, "rsdl:detect", r"rsdl:detect runs Detector and InstanceSegmentor models\. "
          r"Use rsdl:segment"),
         (ModelType.UNKNOWN, "rsdl:classifyfeatures", r"no tool for"),

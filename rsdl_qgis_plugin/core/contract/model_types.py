@@ -78,7 +78,7 @@ MODEL_TYPE_ROLES: dict[ModelType, ModelTypeRole] = {
         ),
         ModelTypeRole(
             ModelType.DETECTOR,
-            tools=("rsdl:detect",),
+            tools=("rsdl:detect", "python -m training predict"),
             head_layouts=DETECTOR_LAYOUTS,
             class_scores=False,  # per-object scores, decoded by inference/detector.py
             per_pixel=False,
@@ -87,7 +87,7 @@ MODEL_TYPE_ROLES: dict[ModelType, ModelTypeRole] = {
         ),
         ModelTypeRole(
             ModelType.INSTANCE_SEGMENTOR,
-            tools=("rsdl:detect",),
+            tools=("rsdl:detect", "python -m training predict"),
             head_layouts=DETECTOR_LAYOUTS,
             class_scores=False,
             per_pixel=False,
@@ -120,7 +120,9 @@ def refuse_unless_run_by(
     """
     if _runs(tool, spec.model_type) or (undeclared_ok and spec.model_type is ModelType.SEGMENTOR):
         return
-    kinds = " and ".join(t.value for t in ModelType if _runs(tool, t))
+    kinds = [t.value for t in ModelType if _runs(tool, t)]
+    # "A and B", "A, B and C"
+    kinds_text = " and ".join([", ".join(kinds[:-1]), kinds[-1]]) if len(kinds) > 1 else "".join(kinds)
     role = role_of(spec.model_type)
     if role is not None:
         advice = f"Use {' or '.join(role.tools)} for {spec.model_type.value} models"
@@ -129,5 +131,5 @@ def refuse_unless_run_by(
     subject = f"The model '{model_name}'" if model_name else "The model"
     raise ModelSpecError(
         f"{subject} is a '{spec.declared_model_type}' model (metadata key 'model_type'); {tool} runs "
-        f"{kinds} models. {advice}, or fix 'model_type' if the model was exported with the wrong one."
+        f"{kinds_text} models. {advice}, or fix 'model_type' if the model was exported with the wrong one."
     )
