@@ -112,3 +112,34 @@ def test_export_refuses_a_confidence_threshold_out_of_range(fitted, run_training
     code, output = run_training([*args, "--confidence-threshold", "1.5"], fitted["work"])
     assert code == 1 and "--confidence-threshold must lie between 0 and 1" in output
     assert not model.exists()
+
+
+def test_predict_writes_the_objects_rsdl_detect_would(fitted, run_training):
+    """predict on the exported file: a GeoPackage of tree boxes in the raster's CRS, every one
+    scoring at least the threshold asked for, inside the raster."""
+    import pyogrio
+    import pyogrio.raw
+    import rasterio
+    import shapely
+
+    model = fitted["work"] / "predict_model" / "trees.onnx"
+    code, output = run_training(
+        ["export", "--checkpoint", str(fitted["checkpoint"]), "--output", str(model)], fitted["work"]
+    )
+    assert code == 0, output[-4000:]
+    out = fitted["work"] / "predicted"
+    args = ["predict", "--model", str(model), "--output-dir", str(out), str(RASTER)]
+    code, output = run_training([*args, "--confidence-threshold", "0.05"], fitted["work"])
+    assert code == 0, output[-4000:]
+    objects = out / f"{RASTER.stem}_objects.gpkg"
+    info = pyogrio.read_info(objects, layer="objects")
+    assert list(info["fields"]) == ["class_id", "class_name", "score", "area"]
+    meta, _, geometry, fields = pyogrio.raw.read(objects, layer="objects")
+    with rasterio.open(RASTER) as source:
+        assert rasterio.crs.CRS.from_user_input(meta["crs"]) == source.crs
+        footprint = shapely.box(*source.bounds)
+    shapes = shapely.from_wkb(geometry)
+    scores = fields[meta["fields"].tolist().index("score")]
+    assert (scores >= 0.05).all()
+    assert shapely.covers(footprint.buffer(1e-6), shapes).all()
+    assert f"{len(shapes)} objects" in output
