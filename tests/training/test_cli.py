@@ -16,9 +16,15 @@ from training import cli
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 FAST = ["--trainer.fast_dev_run=true", "--data.init_args.num_workers=0"]
-# The configs cli_fits fits (kampala_buildings where the real data is): the docs test
+# The configs cli_fits fits (the Kampala ones where the real data is): the docs test
 # (tests/e2e/test_readme_commands.py) lets the README fit only these, instead of fitting again.
-FITTED_CONFIGS = ("chips_segmentation", "image_folder_classification", "kampala_buildings")
+FITTED_CONFIGS = (
+    "chips_segmentation",
+    "image_folder_classification",
+    "kampala_buildings",
+    "kampala_instances",
+)
+REAL_DATA_CONFIGS = {"kampala_buildings", "kampala_instances"}
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +55,13 @@ def cli_fits(chips_folder, photo_folder, start_training, tmp_path_factory):
             "--model.init_args.encoder=resnet18",
             f"--data.init_args.cache_dir={cache}",
         ]
-    assert set(runs) | {"kampala_buildings"} == set(FITTED_CONFIGS)  # Kampala: with the real data only
+        runs["kampala_instances"] = [
+            f"--data.init_args.raster={kampala / 'tiles' / 'OAM-*.tif'}",
+            f"--data.init_args.labels={kampala / 'buildings.geojson'}",
+            "--data.init_args.batch_size=2",
+            f"--data.init_args.cache_dir={cache}",
+        ]
+    assert set(runs) | REAL_DATA_CONFIGS == set(FITTED_CONFIGS)  # Kampala: with the real data only
     return {
         name: start_training(["fit", "--config", str(CONFIGS / f"{name}.yaml"), *FAST, *extra], work)
         for name, extra in runs.items()
@@ -79,6 +91,15 @@ def test_fit_raster_vector_config_on_kampala_buildings(cli_fits):
     assert "val_iou" in output and "`Trainer.fit` stopped" in output
     # fast_dev_run writes no logs, checkpoints or config into the working folder
     assert not (cli_fits["work"] / "runs").exists()
+
+
+def test_fit_instance_config_on_kampala_buildings(cli_fits):
+    if "kampala_instances" not in cli_fits:
+        pytest.skip(f"real test data not found at {SHARED_DATA}")
+    output = _finished(cli_fits["kampala_instances"])
+    # Mask R-CNN's losses (masks included) and COCO mAP of boxes and masks on the validation block
+    assert "train_loss_mask" in output or "val_segm_map" in output
+    assert "val_map50" in output and "`Trainer.fit` stopped" in output
 
 
 def test_help_lists_every_subcommand(run_training, tmp_path):
