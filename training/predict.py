@@ -59,7 +59,7 @@ from rsdl_qgis_plugin.core.raster.nodata import valid_pixels
 from rsdl_qgis_plugin.core.tiling import policy
 from rsdl_qgis_plugin.core.tiling.blending import BlendMode
 from rsdl_qgis_plugin.inference.backends import ModelBackend, load_model
-from rsdl_qgis_plugin.inference.detector import MAX_CANDIDATES, ObjectDecoder, detection_thresholds
+from rsdl_qgis_plugin.inference.detector import ObjectDecoder, detection_thresholds
 from rsdl_qgis_plugin.inference.engine import HeadLayout, InferenceSettings, TiledInference
 from rsdl_qgis_plugin.inference.sinks import (
     FLOAT_NODATA,
@@ -68,7 +68,7 @@ from rsdl_qgis_plugin.inference.sinks import (
     class_nodata_value,
     head_classes,
 )
-from rsdl_qgis_plugin.inference.tiled_detection import DetectionSettings, TiledDetection
+from rsdl_qgis_plugin.inference.tiled_detection import DetectionSettings, TiledDetection, run_warnings
 from training.object_files import ObjectFileWriter
 
 PREDICT_TOOL = "python -m training predict"
@@ -360,17 +360,7 @@ def _detection_warnings(
     warnings = []
     if options.confidence:
         warnings.append("--confidence (a confidence raster) applies to segmentation models; ignored.")
-    if counts["non_finite_rows"]:
-        warnings.append(
-            f"The model gave {counts['non_finite_rows']:,} candidate rows holding NaN or infinite values; "
-            "they were dropped. Check the model's export (and its input normalisation)."
-        )
-    if counts["capped_tiles"]:
-        warnings.append(
-            f"{counts['capped_tiles']:,} tiles had more than {MAX_CANDIDATES:,} candidates at confidence "
-            f">= {settings.confidence:g}; only the {MAX_CANDIDATES:,} highest-scoring of each went into "
-            "overlap suppression. Raise --confidence-threshold if objects are missing."
-        )
+    warnings.extend(run_warnings(counts, settings.confidence, "--confidence-threshold"))
     if counts["run"] == 0:
         warnings.append(
             "Every tile is nodata: no object was looked for. Check the raster's nodata value and masks."

@@ -20,10 +20,10 @@ from ..core.objects.detections import Detections
 from ..core.objects.seam_merge import SeamMerger
 from ..core.tiling.plan import DetectionPlan
 from .backends import ModelBackend, out_of_memory_error
-from .detector import ObjectDecoder
+from .detector import MAX_CANDIDATES, ObjectDecoder
 from .tile_stream import TileData, TileStream, WindowReader
 
-__all__ = ["DetectionSettings", "TiledDetection", "drop_objects_on_nodata"]
+__all__ = ["DetectionSettings", "TiledDetection", "drop_objects_on_nodata", "run_warnings"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,26 @@ def drop_objects_on_nodata(detections: Detections, valid: np.ndarray | None) -> 
     col = np.clip(np.floor(centre_x).astype(np.int64), 0, cols - 1)
     row = np.clip(np.floor(centre_y).astype(np.int64), 0, rows - 1)
     return detections.select(valid[row, col])
+
+
+def run_warnings(counts: dict[str, int], confidence: float, confidence_option: str) -> list[str]:
+    """What a detection run's ``counts`` (``TiledDetection.run``) should warn the user of: dropped
+    non-finite rows, capped candidate floods (``confidence_option`` names the tool's threshold
+    option) and a raster that held no data. Each tool adds its own words for the last case."""
+    warnings = []
+    if counts["non_finite_rows"]:
+        warnings.append(
+            f"The model gave {counts['non_finite_rows']:,} candidate rows holding NaN or infinite "
+            "values; they were dropped. Check the model's export (and its input normalisation)."
+        )
+    if counts["capped_tiles"]:
+        warnings.append(
+            f"{counts['capped_tiles']:,} tiles had more than {MAX_CANDIDATES:,} candidates at "
+            f"confidence >= {confidence:g}; only the {MAX_CANDIDATES:,} highest-scoring of each went "
+            f"into overlap suppression (as Ultralytics' max_nms). Raise {confidence_option} if objects "
+            "are missing."
+        )
+    return warnings
 
 
 class TiledDetection:

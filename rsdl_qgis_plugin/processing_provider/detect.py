@@ -27,8 +27,8 @@ from ..core.contract.model_spec import ModelSpec, ModelType
 from ..core.errors import CancelledError, RsdlError
 from ..core.labels.label_rules import LabelClass, default_class_color
 from ..inference.backends import ModelBackend
-from ..inference.detector import MAX_CANDIDATES, ObjectDecoder, detection_thresholds
-from ..inference.tiled_detection import DetectionSettings, TiledDetection
+from ..inference.detector import ObjectDecoder, detection_thresholds
+from ..inference.tiled_detection import DetectionSettings, TiledDetection, run_warnings
 from ..qgis_io.area_mask import write_area_mask
 from ..qgis_io.compat import NUMBER_DOUBLE, SOURCE_VECTOR_ANY_GEOMETRY, WKB_MULTIPOLYGON, WKB_POINT
 from ..qgis_io.object_writer import ObjectFileWriter, ObjectGeometry, copy_objects, object_fields
@@ -240,18 +240,8 @@ class DetectAlgorithm(ModelAlgorithm):
             f"Tiles: {counts['run']} run in {counts['batches']} batches, {counts['skipped_nodata']} "
             "skipped (no data)."
         )
-        if counts["non_finite_rows"]:
-            feedback.pushWarning(
-                f"The model gave {counts['non_finite_rows']:,} candidate rows holding NaN or infinite "
-                "values; they were dropped. Check the model's export (and its input normalisation)."
-            )
-        if counts["capped_tiles"]:
-            feedback.pushWarning(
-                f"{counts['capped_tiles']:,} tiles had more than {MAX_CANDIDATES:,} candidates at "
-                f"confidence >= {detection.settings.confidence:g}; only the {MAX_CANDIDATES:,} "
-                "highest-scoring of each went into overlap suppression (as Ultralytics' max_nms). "
-                "Raise CONFIDENCE_THRESHOLD if objects are missing."
-            )
+        for warning in run_warnings(counts, detection.settings.confidence, self.CONFIDENCE_THRESHOLD):
+            feedback.pushWarning(warning)
         if counts["run"] == 0:
             feedback.pushWarning(
                 f"Every tile of raster '{layer.name()}' is nodata (or outside EXTENT/AREA): no object "
