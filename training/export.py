@@ -631,8 +631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for result in results:
         size = "dynamic" if result.dynamic_size else f"{result.spec.tile_size} x {result.spec.tile_size}"
+        batch = "1" if result.spec.model_type in DETECTION_TYPES else "dynamic"  # rsdl's layout: one image
         print(
-            f"{result.format}: {result.path} (batch dynamic, height/width {size}); plugin reads its "
+            f"{result.format}: {result.path} (batch {batch}, height/width {size}); plugin reads its "
             f"spec back unchanged; max |exported - torch| = {result.max_abs_diff:.2e} <= "
             f"{result.tolerance:g} on inputs {[list(s) for s in result.checked_shapes]}"
         )
