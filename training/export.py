@@ -573,6 +573,14 @@ def _parser() -> argparse.ArgumentParser:
         "task's tile size)",
     )
     parser.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        help="tile overlap in %% of the tile written into the spec (tiles_overlap), what rsdl:segment and "
+        "rsdl:detect use by default (default: none written, the tools' 15); a detector wants tiles "
+        "overlapping by its largest objects, so that each object is whole in some tile",
+    )
+    parser.add_argument(
         "--tolerance",
         type=float,
         default=DEFAULT_TOLERANCE,
@@ -617,6 +625,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         net, spec = load_checkpoint_net(args.checkpoint)
         if args.tile_size:
             spec = dataclasses.replace(spec, tile_size=args.tile_size)
+        if args.overlap is not None:
+            if not 0.0 <= args.overlap < 100.0:
+                raise RsdlError(
+                    f"--overlap is a percentage of the tile from 0 to below 100, got {args.overlap:g}."
+                )
+            spec = dataclasses.replace(spec, tiles_overlap_percent=args.overlap)
         spec = with_confidence_threshold(spec, args.confidence_threshold)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         dynamic = False if args.fixed_size else None

@@ -60,6 +60,10 @@ def test_export_writes_a_detector_the_plugin_reads(fitted, run_training):
             str(model),
             "--confidence-threshold",
             "0.35",
+            "--tile-size",
+            "512",
+            "--overlap",
+            "50",
         ],
         fitted["work"],
     )
@@ -70,6 +74,7 @@ def test_export_writes_a_detector_the_plugin_reads(fitted, run_training):
     assert list(spec.class_names.values()) == ["Tree"]
     assert [output.name for output in backend.outputs] == ["boxes", "scores", "class_ids"]
     assert (spec.det_conf, spec.det_iou_thresh) == (0.35, 0.5)  # chosen at export; trained NMS IoU
+    assert (spec.tile_size, spec.tiles_overlap_percent) == (512, 50.0)  # rsdl:detect's default tiling
     assert spec.training.get("metrics"), "the training metrics travel in the spec"
 
 
@@ -111,6 +116,8 @@ def test_export_refuses_a_confidence_threshold_out_of_range(fitted, run_training
     args = ["export", "--checkpoint", str(fitted["checkpoint"]), "--output", str(model)]
     code, output = run_training([*args, "--confidence-threshold", "1.5"], fitted["work"])
     assert code == 1 and "--confidence-threshold must lie between 0 and 1" in output
+    code, output = run_training([*args, "--overlap", "100"], fitted["work"])
+    assert code == 1 and "--overlap is a percentage of the tile" in output
     assert not model.exists()
 
 
