@@ -8,7 +8,6 @@ be moved or mailed as one file.
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -17,6 +16,7 @@ from typing import Any
 
 from ..metrics.object_matching import ClassEvaluation
 from .figures import new_figure
+from .html_page import embedded_png, number, page_start, table
 
 __all__ = [
     "ALL_CLASSES",
@@ -45,16 +45,6 @@ OBJECT_CSV_COLUMNS = (
 _COUNTS = ("class_id", "name", "references", "predictions", "tp", "fp", "fn")
 ALL_CLASSES = "(all classes)"  # the CSV's last row: totals, and APs averaged over classes
 MAX_CURVES = 12  # more classes than this: the chart shows those with the most references
-_STYLE = (
-    "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:0.5em 0 1.5em}"
-    "td,th{border:1px solid #ccc;padding:3px 10px;text-align:right}"
-    "td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}"
-    ".note{color:#555;font-size:90%}"
-)
-
-
-def _number(value: float | None, digits: int = 4) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
 
 
 def object_metrics_csv(metrics: dict[str, Any]) -> str:
@@ -66,7 +56,7 @@ def object_metrics_csv(metrics: dict[str, Any]) -> str:
     total = {**metrics, "class_id": "", "name": ALL_CLASSES}
     for row in [*metrics["classes"], total]:
         writer.writerow(
-            [row[column] if column in _COUNTS else _number(row[column], 6) for column in OBJECT_CSV_COLUMNS]
+            [row[column] if column in _COUNTS else number(row[column], 6) for column in OBJECT_CSV_COLUMNS]
         )
     return buffer.getvalue()
 
@@ -104,12 +94,6 @@ def precision_recall_figure(classes: Sequence[ClassEvaluation], iou_threshold: f
     return figure
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def object_report_html(
     title: str, inputs: list[tuple[str, str]], metrics: dict[str, Any], chart_png: bytes | None
 ) -> str:
@@ -121,13 +105,13 @@ def object_report_html(
         [f"True positives (IoU &ge; {threshold:g})", f"{metrics['tp']:,}"],
         ["False positives", f"{metrics['fp']:,}"],
         ["False negatives (missed)", f"{metrics['fn']:,}"],
-        ["Precision", _number(metrics["precision"])],
-        ["Recall", _number(metrics["recall"])],
-        ["F1", _number(metrics["f1"])],
-        [f"AP at IoU {threshold:g}", _number(metrics["ap_at_threshold"])],
-        ["AP50 (COCO AP at IoU 0.5)", _number(metrics["ap50"])],
-        ["AP75", _number(metrics["ap75"])],
-        ["AP (COCO AP@[.5:.95])", _number(metrics["ap"])],
+        ["Precision", number(metrics["precision"])],
+        ["Recall", number(metrics["recall"])],
+        ["F1", number(metrics["f1"])],
+        [f"AP at IoU {threshold:g}", number(metrics["ap_at_threshold"])],
+        ["AP50 (COCO AP at IoU 0.5)", number(metrics["ap50"])],
+        ["AP75", number(metrics["ap75"])],
+        ["AP (COCO AP@[.5:.95])", number(metrics["ap"])],
     ]
     classes = [
         [
@@ -135,22 +119,18 @@ def object_report_html(
             html.escape(row["name"]),
             *(f"{row[key]:,}" for key in ("references", "predictions", "tp", "fp", "fn")),
             *(
-                _number(row[key])
+                number(row[key])
                 for key in ("precision", "recall", "f1", "ap_at_threshold", "ap50", "ap75", "ap")
             ),
         ]
         for row in metrics["classes"]
     ]
     parts = [
-        "<!DOCTYPE html>",
-        '<html><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        _table(["Input", ""], [[html.escape(k), html.escape(v)] for k, v in inputs]),
+        *page_start(title, inputs),
         "<h2>Summary</h2>",
-        _table(["Metric", "Value"], summary),
+        table(["Metric", "Value"], summary),
         "<h2>Per class</h2>",
-        _table(
+        table(
             [
                 "Id",
                 "Class",
@@ -172,8 +152,7 @@ def object_report_html(
         "<h2>Precision-recall</h2>",
     ]
     if chart_png:
-        encoded = base64.b64encode(chart_png).decode("ascii")
-        parts.append(f'<img alt="Precision-recall curves" src="data:image/png;base64,{encoded}">')
+        parts.append(embedded_png(chart_png, "Precision-recall curves"))
     else:
         parts.append("<p class='note'>No chart: matplotlib is not installed.</p>")
     parts += [
