@@ -214,3 +214,14 @@ def test_object_masks_match_polygon_areas():
 def test_folders_of_other_modes_are_refused(chips_folder, tmp_path):
     with pytest.raises(RsdlError, match="mode 'objects'"):
         ObjectChipsDataModule(str(chips_folder), cache_dir=str(tmp_path))
+
+
+def test_the_training_split_gets_the_object_augmentation(object_folder, tmp_path):
+    from training.data.objects_augment import ObjectAugment
+
+    _, root = object_folder
+    module = _module(root, tmp_path, augment=True)
+    module.setup("fit")
+    assert isinstance(module.augment, ObjectAugment)  # moves boxes and masks, not only pixels
+    assert module.datasets["train"].augment is module.augment and module.datasets["val"].augment is None
+    assert _module(root, tmp_path, augment=False).augment is None

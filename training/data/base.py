@@ -76,10 +76,12 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
 
     Subclasses provide ``_build_spec`` (all cached work, then the spec), ``_items(split)`` (the
     split's samples) and ``_reader()`` (what reads one sample's pixels). Object data modules
-    (``objects.py``) change the tasks, the datasets, the model type and the batch collation.
+    (``objects.py``) change the tasks, the augmentation, the datasets, the model type and the batch
+    collation.
     """
 
     tasks: tuple[str, ...] = TASKS
+    augment_class: type = Augment  # the training split's augmentation (jitter: its brightness and contrast)
 
     def __init__(
         self,
@@ -99,7 +101,7 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
         self.task = task
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.augment = Augment(brightness=jitter, contrast=jitter) if augment else None
+        self.augment = self.augment_class(brightness=jitter, contrast=jitter) if augment else None
         self.mean, self.std, self.max_pixel_value = mean, std, max_pixel_value
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.datasets: dict[str, Dataset] = {}

@@ -165,23 +165,7 @@ class ObjectDataModule(RsdlDataModule):
     """
 
     tasks = OBJECT_TASKS
-
-    def __init__(
-        self,
-        task: str = "detection",
-        batch_size: int = 8,
-        num_workers: int = 0,
-        augment: bool = True,
-        jitter: float = 0.1,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        max_pixel_value: float | None = None,
-        cache_dir: str | None = None,
-    ) -> None:
-        super().__init__(
-            task, batch_size, num_workers, augment, jitter, mean, std, max_pixel_value, cache_dir
-        )
-        self.augment = ObjectAugment(brightness=jitter, contrast=jitter) if augment else None
+    augment_class = ObjectAugment  # moves boxes and masks with the image
 
     @property
     def object_task(self) -> str:
