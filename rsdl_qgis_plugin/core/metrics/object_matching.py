@@ -32,6 +32,7 @@ __all__ = [
     "AGNOSTIC_CLASS_NAME",
     "COCO_IOU_THRESHOLDS",
     "RECALL_THRESHOLDS",
+    "SCORE_NAMES",
     "ClassEvaluation",
     "IouPairs",
     "ObjectEvaluation",
@@ -46,6 +47,8 @@ __all__ = [
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 AGNOSTIC_CLASS_NAME = "all objects"
+# The figures of a class and of the whole evaluation, in the order of their dictionaries (JSON, CSV).
+SCORE_NAMES = ("tp", "fp", "fn", "precision", "recall", "f1", "ap_at_threshold", "ap50", "ap75", "ap")
 _HIGHEST_THRESHOLD = 1 - 1e-10  # COCO: min(t, 1 - 1e-10), so that IoU 1 - float noise still matches
 
 
@@ -139,16 +142,7 @@ class ClassEvaluation:
             "name": self.name,
             "references": self.references,
             "predictions": self.predictions,
-            "tp": self.tp,
-            "fp": self.fp,
-            "fn": self.fn,
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
-            "ap_at_threshold": self.ap_at_threshold,
-            "ap50": self.ap50,
-            "ap75": self.ap75,
-            "ap": self.ap,
+            **{name: getattr(self, name) for name in SCORE_NAMES},
         }
 
 
@@ -213,16 +207,7 @@ class ObjectEvaluation:
             "class_agnostic": self.class_agnostic,
             "predictions": len(self.matches.prediction_match),
             "references": len(self.matches.reference_match),
-            "tp": self.tp,
-            "fp": self.fp,
-            "fn": self.fn,
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
-            "ap_at_threshold": self.ap_at_threshold,
-            "ap50": self.ap50,
-            "ap75": self.ap75,
-            "ap": self.ap,
+            **{name: getattr(self, name) for name in SCORE_NAMES},
             "classes": [row.as_dict() for row in self.classes],
         }
 

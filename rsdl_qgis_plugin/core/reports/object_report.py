@@ -14,7 +14,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from ..metrics.object_matching import ClassEvaluation
+from ..metrics.object_matching import SCORE_NAMES, ClassEvaluation
 from .figures import new_figure
 from .html_page import embedded_png, number, page_start, table
 
@@ -26,22 +26,7 @@ __all__ = [
     "precision_recall_figure",
 ]
 
-OBJECT_CSV_COLUMNS = (
-    "class_id",
-    "name",
-    "references",
-    "predictions",
-    "tp",
-    "fp",
-    "fn",
-    "precision",
-    "recall",
-    "f1",
-    "ap_at_threshold",
-    "ap50",
-    "ap75",
-    "ap",
-)
+OBJECT_CSV_COLUMNS = ("class_id", "name", "references", "predictions", *SCORE_NAMES)
 _COUNTS = ("class_id", "name", "references", "predictions", "tp", "fp", "fn")
 ALL_CLASSES = "(all classes)"  # the CSV's last row: totals, and APs averaged over classes
 MAX_CURVES = 12  # more classes than this: the chart shows those with the most references
