@@ -25,6 +25,8 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.matrix_outputs import ARCHIVE_VARIABLE, archive_outputs, path_arguments
 
+SITE_FOLDER = str(Path(__file__).resolve().parent / "qgis_process_site")  # its sitecustomize.py
+
 
 def embedded_python_environment(executable: str, environment: dict[str, str]) -> dict[str, str]:
     """``environment`` with the folder of QGIS's executables (where the Python it embeds lives)
@@ -67,9 +69,12 @@ class QgisProcess:
             XDG_RUNTIME_DIR=str(home),
             QGIS_PLUGINPATH=str(plugin_parent),
             QT_QPA_PLATFORM="offscreen",
-            # qgis_process embeds the system Python: let it see the venv's packages.
+            # qgis_process embeds the system Python: let it see the venv's packages, and make the
+            # plugin's own DeprecationWarnings errors there (SITE_FOLDER's sitecustomize).
             PYTHONPATH=os.pathsep.join(
-                p for p in (sysconfig.get_paths()["purelib"], os.environ.get("PYTHONPATH", "")) if p
+                p
+                for p in (SITE_FOLDER, sysconfig.get_paths()["purelib"], os.environ.get("PYTHONPATH", ""))
+                if p
             ),
         )
         self.enabled = False
