@@ -22,6 +22,7 @@ from ..core.contract.model_types import role_of
 from ..core.errors import ModelError, RsdlError
 from ..core.tiling.blending import BlendMode, StreamingBlender
 from ..core.tiling.plan import TilePlan
+from ..core.tiling.row_blocks import check_row_range
 from .backends import ModelBackend, out_of_memory_error
 from .probabilities import in_unit_range, softmax
 from .tile_stream import TileData, TileStream, WindowReader
@@ -159,20 +160,30 @@ class TiledInference:
         sinks: list[RowSink],
         progress: Callable[[float], None] = lambda _fraction: None,
         is_cancelled: Callable[[], bool] = lambda: False,
+        rows: tuple[int, int] | None = None,
     ) -> dict[str, int]:
-        """Process every tile; returns counts (tiles run, tiles skipped as nodata, batches)."""
+        """Process every tile; returns counts (tiles run, tiles skipped as nodata, batches).
+
+        ``rows=(first, stop)`` (whole-raster rows) runs one horizontal block: only the tiles that
+        add to those rows in the whole-raster blend, and the sinks get rows first..stop-1 alone
+        (``first_row`` in whole-raster rows), bitwise as the whole run gives them when the model's
+        output for a tile does not depend on the other tiles of its batch. Blocks from
+        ``row_blocks`` stitch back to the whole run. Counts and progress cover the block's tiles.
+        """
         if len(sinks) != len(self.heads):
             raise RsdlError(f"The model has {len(self.heads)} outputs but {len(sinks)} sinks were given.")
-        blenders = [
-            StreamingBlender(self.plan, head.channels, self.settings.blend_mode) for head in self.heads
-        ]
-        counts = {"tiles": len(self.plan), "run": 0, "skipped_nodata": 0, "batches": 0}
+        first, stop = (0, self.plan.height) if rows is None else check_row_range(rows, self.plan.height)
+        mode = BlendMode(self.settings.blend_mode)
+        tiles = self.plan.tiles_touching_rows(first, stop, centre_crop=mode is BlendMode.CENTRE_CROP)
+        blenders = [StreamingBlender(self.plan, head.channels, mode, (first, stop)) for head in self.heads]
+        counts = {"tiles": len(tiles), "run": 0, "skipped_nodata": 0, "batches": 0}
         width, height = self.plan.width, self.plan.height
         batch_size = self.settings.batch_size
-        with TileStream(self.plan.tiles, width, height, reader_factory, batch_size, is_cancelled) as stream:
+        first_index = tiles[0].index
+        with TileStream(tiles, width, height, reader_factory, batch_size, is_cancelled) as stream:
             for batch in stream:
                 self._flush(batch, blenders, sinks, counts)
-                progress(batch[-1].tile.index / len(self.plan) if batch else 1.0)
+                progress((batch[-1].tile.index - first_index) / len(tiles) if batch else 1.0)
             for blender, sink in zip(blenders, sinks):
                 for first_row, values in blender.finish():
                     sink.write_rows(first_row, values)

@@ -3,6 +3,8 @@ the same with several worker processes, and complete-or-absent when a raster fai
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -14,7 +16,8 @@ from rsdl_qgis_plugin.core.tiling.blending import BlendMode
 from rsdl_qgis_plugin.inference.backends import load_model
 from rsdl_qgis_plugin.inference.engine import InferenceSettings, TiledInference
 from rsdl_qgis_plugin.inference.sinks import SegmentationSink
-from training.predict import expand_inputs, main
+from training.batch_inputs import expand_inputs, output_folders
+from training.predict import main
 
 CRS = "EPSG:32636"
 TRANSFORM = from_origin(455000.0, 36000.0, 0.5, 0.5)
@@ -141,13 +144,34 @@ def test_a_raster_that_fails_leaves_no_output_and_the_others_finish(tmp_path, te
     output = tmp_path / "out"
     assert main(["--input-list", str(listing), *predict_args(test_models["fcn_seg.onnx"], output)]) == 1
     assert "two_bands.tif" in capsys.readouterr().err
-    assert sorted(p.name for p in output.iterdir()) == ["good_classes.tif", "good_confidence.tif"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "good_classes.tif",
+        "good_confidence.tif",
+        "rsdl_manifest.json",
+    ]
     assert leftover_temporaries(output) == []
+    manifest = json.loads((output / "rsdl_manifest.json").read_text())
+    assert list(manifest["rasters"]) == [str(tmp_path / "good.tif")]
+    assert "the raster has bands 1 to 2" in manifest["failures"][str(tmp_path / "two_bands.tif")]["error"]
 
 
-def test_inputs_whose_outputs_would_collide_are_refused(tmp_path):
+def test_rasters_of_one_name_in_different_folders_write_to_mirrored_folders(tmp_path):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         write_raster(tmp_path / folder / "tile.tif", scene(0, 8, 8))
-    with pytest.raises(Exception, match="share the name 'tile'"):
-        expand_inputs([str(tmp_path / "*" / "tile.tif")])
+    rasters = expand_inputs([str(tmp_path / "*" / "tile.tif")])
+    folders = output_folders(rasters, tmp_path / "out")
+    assert [folders[raster] for raster in rasters] == [tmp_path / "out" / "a", tmp_path / "out" / "b"]
+
+
+def test_rasters_whose_outputs_would_still_collide_are_refused(tmp_path):
+    write_raster(tmp_path / "tile.tif", scene(0, 8, 8))
+    with rasterio.open(tmp_path / "tile.img", "w", driver="HFA", **_profile(8, 8)) as out:
+        out.write(scene(1, 8, 8))
+    rasters = expand_inputs([str(tmp_path / "tile.*")])
+    with pytest.raises(Exception, match="share the folder and the name 'tile'"):
+        output_folders(rasters, tmp_path / "out")
+
+
+def _profile(height: int, width: int) -> dict:
+    return {"count": 3, "height": height, "width": width, "dtype": "uint8", "crs": CRS, "transform": TRANSFORM}

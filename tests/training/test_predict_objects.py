@@ -6,6 +6,7 @@ engine run directly, complete or absent, and the refusals shared with segmentati
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pyogrio
@@ -125,7 +126,8 @@ def test_boxes_land_where_they_were_painted_with_their_fields(tmp_path, detector
     assert predict(raster, detectors["yolov8"], tmp_path / "out", "--confidence") == 0
 
     output = tmp_path / "out" / "scene_objects.gpkg"
-    assert list((tmp_path / "out").iterdir()) == [output]  # no confidence raster: a warning says so
+    # No confidence raster (a warning says so): the objects and the manifest.
+    assert sorted((tmp_path / "out").iterdir()) == [tmp_path / "out" / "rsdl_manifest.json", output]
     assert pyogrio.list_layers(output)[:, 0].tolist() == ["objects"]
     objects = read_objects(output)
     assert len(objects) == len(painted)
@@ -220,10 +222,10 @@ def test_a_failure_mid_run_leaves_no_objects_file(tmp_path, detectors, monkeypat
     error = capsys.readouterr().err
     assert "FAILED" in error and "disk is full" in error and "scene_objects.gpkg" in error
     assert ".rsdl-tmp-" not in error  # the final path is named, not the hidden temporary
-    assert list(output.iterdir()) == []
+    assert [path.name for path in output.iterdir()] == ["rsdl_manifest.json"]
 
 
-def test_skip_existing_and_the_refusals_of_segmentation(tmp_path, detectors, capsys):
+def test_a_complete_raster_is_skipped_and_the_refusals_of_segmentation(tmp_path, detectors, capsys):
     scene, _ = box_scene()
     raster = models.write_scene(tmp_path / "scene.tif", scene, PIXEL)
     output = tmp_path / "out"
@@ -231,8 +233,8 @@ def test_skip_existing_and_the_refusals_of_segmentation(tmp_path, detectors, cap
     written = output / "scene_objects.gpkg"
     before = (written.stat().st_mtime_ns, written.read_bytes())
     capsys.readouterr()
-    assert predict(raster, detectors["yolov8"], output, "--skip-existing") == 0
-    assert "skipped (outputs exist)" in capsys.readouterr().out
+    assert predict(raster, detectors["yolov8"], output) == 0  # the manifest has it complete
+    assert re.search(r"skipped \(complete in the manifest\)\s+1\n", capsys.readouterr().out)
     assert (written.stat().st_mtime_ns, written.read_bytes()) == before
 
     geographic = write_geotiff(tmp_path / "degrees.tif", scene, (10.0, 1e-5, 0.0, 50.0, 0.0, -1e-5), 4326)
@@ -242,4 +244,4 @@ def test_skip_existing_and_the_refusals_of_segmentation(tmp_path, detectors, cap
     assert "The raster's CRS is geographic (degrees)" in capsys.readouterr().err
     assert predict(two_bands, detectors["yolov8"], refused) == 1
     assert "needs 3 input bands but the raster has 2" in capsys.readouterr().err
-    assert list(refused.iterdir()) == []
+    assert [path.name for path in refused.iterdir()] == ["rsdl_manifest.json"]  # the failures

@@ -29,6 +29,13 @@ Streaming
     the accumulator band moves down. The band holds ``min(tile_size, height)`` rows, so with
     rows popped after each tile the blender holds at most ``tile_size + step`` rows of ``width``
     pixels, whatever the raster height. Sums are float32, as toolbelt's ``TileMerger``.
+
+Row ranges
+    A blender given ``rows=(first, stop)`` takes only the tiles that add to those rows
+    (:meth:`TilePlan.tile_rows_touching`), starts its band at the first of them and hands out
+    rows ``first`` to ``stop - 1`` alone. Each of those rows gets the same tiles' terms in the same
+    order as in the whole-raster blend, from a zeroed band, so its values are bitwise the same:
+    a raster split into row blocks and blended block by block stitches back to the whole blend.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import numpy as np
 
 from .layouts import TileWindow, Window
 from .plan import TilePlan, check_tile_parameters
+from .row_blocks import check_row_range
 
 __all__ = [
     "GAUSSIAN_SIGMA_FRACTION",
@@ -107,9 +115,14 @@ class StreamingBlender:
     Memory: an accumulator band of ``min(tile_size, height)`` rows x width x channels (float32) plus
     the finished rows not yet popped (at most ``step`` rows when :meth:`pop_ready` is called after
     every tile); never the raster height. ``max_band_rows`` records the peak of the two together.
+
+    ``rows=(first, stop)`` blends only raster rows [first, stop): see "Row ranges" above; ``tiles``
+    lists the tiles to add or skip, in order.
     """
 
-    def __init__(self, plan: TilePlan, channels: int, mode: BlendMode) -> None:
+    def __init__(
+        self, plan: TilePlan, channels: int, mode: BlendMode, rows: tuple[int, int] | None = None
+    ) -> None:
         if channels < 1:
             raise ValueError(f"channels must be at least 1, got {channels}.")
         self.plan = plan
@@ -120,11 +133,16 @@ class StreamingBlender:
             if self.mode is BlendMode.CENTRE_CROP
             else tile_weights(self.mode, plan.tile_size, plan.overlap)
         )
+        self._first, self._stop = (0, plan.height) if rows is None else check_row_range(rows, plan.height)
+        tile_rows = plan.tile_rows_touching(self._first, self._stop, self.mode is BlendMode.CENTRE_CROP)
+        self._tile_start = tile_rows.start * plan.n_tile_cols
+        self._tile_stop = tile_rows.stop * plan.n_tile_cols
         band_rows = min(plan.tile_size, plan.height)
         self._sums: np.ndarray | None = np.zeros((channels, band_rows, plan.width), np.float32)
         self._weights: np.ndarray | None = np.zeros((band_rows, plan.width), np.float32)
-        self._band_top = 0  # raster row of the band's first row
-        self._next_index = 0
+        # The band starts where the whole blend's band stands when it reaches the first tile row.
+        self._band_top = max(plan.tile_row_starts[tile_rows.start], 0)  # raster row of the band's first row
+        self._next_index = self._tile_start
         self._ready: list[tuple[int, np.ndarray]] = []
         self.max_band_rows = 0
 
@@ -135,8 +153,13 @@ class StreamingBlender:
         return band + sum(block.shape[1] for _, block in self._ready)
 
     @property
+    def tiles(self) -> list[TileWindow]:
+        """The tiles to add or skip, in order: the whole plan, or those touching ``rows``."""
+        return self.plan.tiles[self._tile_start : self._tile_stop]
+
+    @property
     def done(self) -> bool:
-        return self._next_index == len(self.plan)
+        return self._next_index == self._tile_stop
 
     def add(self, tile: TileWindow, values: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Accumulate a prediction for ``tile``.
@@ -183,14 +206,15 @@ class StreamingBlender:
         """After the last tile: all remaining rows."""
         if not self.done:
             raise RuntimeError(
-                f"The blender received {self._next_index} of {len(self.plan)} tiles; "
+                f"The blender received {self._next_index - self._tile_start} of "
+                f"{self._tile_stop - self._tile_start} tiles; "
                 "add or skip every tile before finishing."
             )
         return self.pop_ready()
 
     def _check_next(self, tile: TileWindow) -> None:
         if self.done:
-            raise ValueError(f"Tile {tile.index}: every tile of the plan has already been added.")
+            raise ValueError(f"Tile {tile.index}: every tile of the blender has already been added.")
         expected = self.plan.tiles[self._next_index]
         if tile != expected:
             raise ValueError(
@@ -208,29 +232,36 @@ class StreamingBlender:
         if self._next_index % self.plan.n_tile_cols:
             return
         # A tile-row is complete: rows above the next tile-row are final.
-        next_tile_row = self._next_index // self.plan.n_tile_cols
-        if next_tile_row < self.plan.n_tile_rows:
+        if self._next_index < self._tile_stop:
+            next_tile_row = self._next_index // self.plan.n_tile_cols
             self._release_rows(max(self.plan.tile_row_starts[next_tile_row], 0) - self._band_top)
         else:
-            self._release_rows(self.plan.height - self._band_top)
+            # Later tiles add nothing to rows before ``stop`` (in CENTRE_CROP mode the next tile
+            # may start above it, but its centre region does not).
+            self._release_rows(self._stop - self._band_top)
 
     def _release_rows(self, count: int) -> None:
-        """Blend the band's first ``count`` rows, queue them for pop_ready and move the band down."""
+        """Blend the band's first ``count`` rows, queue those in [first, stop) for pop_ready and move
+        the band down."""
         if count <= 0:
             return
-        sums, weights = self._sums[:, :count], self._weights[:count]
-        if self._band_top + count < self.plan.height:
-            self._ready.append((self._band_top, _normalise(sums, weights)))
-            self.max_band_rows = max(self.max_band_rows, self.band_rows)
+        last = self._band_top + count >= self._stop
+        # Rows outside [first, stop) only came along because the range's tiles reach beyond it.
+        start = min(max(self._first - self._band_top, 0), count)
+        stop = min(count, self._stop - self._band_top)
+        if start < stop:
+            sums, weights = self._sums[:, start:stop], self._weights[start:stop]
+            # After the last rows nothing follows: blend in place and hand out the band itself.
+            blended = _normalise(sums, weights, out=sums if last else None)
+            self._ready.append((self._band_top + start, blended))
+        if last:
+            self._sums = self._weights = None  # the last rows were blended in place: no band stays
+        else:
             for band in (self._sums, self._weights):
                 # numpy copies overlapping slices safely.
                 band[..., : band.shape[-2] - count, :] = band[..., count:, :]
                 band[..., band.shape[-2] - count :, :] = 0
-        else:
-            # Nothing follows: blend in place and hand out the band itself rather than a copy.
-            self._ready.append((self._band_top, _normalise(sums, weights, out=sums)))
-            self._sums = self._weights = None
-            self.max_band_rows = max(self.max_band_rows, self.band_rows)
+        self.max_band_rows = max(self.max_band_rows, self.band_rows)
         self._band_top += count
 
 

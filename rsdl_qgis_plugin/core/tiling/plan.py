@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import RsdlError
 from .layouts import Padding, TileLayout, TileWindow, Window, centred_starts, inside_starts
+from .row_blocks import check_row_range
 
 __all__ = [
     "DetectionPlan",
@@ -98,6 +99,35 @@ class TilePlan(TileLayout):
         row_start, row_stop = self._row_spans[tile.index // self.n_tile_cols]
         col_start, col_stop = self._col_spans[tile.index % self.n_tile_cols]
         return row_start, col_start, row_stop - row_start, col_stop - col_start
+
+    def contributed_rows(self, tile_row: int, centre_crop: bool = False) -> tuple[int, int]:
+        """[start, stop) raster rows that the tiles of ``tile_row`` add to: their centre region
+        (``centre_crop``, as BlendMode.CENTRE_CROP blends) or the part of the tile inside the raster."""
+        if centre_crop:
+            return self._row_spans[tile_row]
+        start = self.tile_row_starts[tile_row]
+        return max(start, 0), min(start + self.tile_size, self.height)
+
+    def tile_rows_touching(self, first: int, stop: int, centre_crop: bool = False) -> range:
+        """The tile rows whose contributed rows (:meth:`contributed_rows`) meet raster rows [first, stop).
+
+        Both ends of the contributed rows grow with the tile row, so the answer is one run of
+        tile rows: exactly the tiles that add to rows [first, stop) in a whole-raster blend.
+        """
+        first, stop = check_row_range((first, stop), self.height)
+        touching = [
+            tile_row
+            for tile_row in range(self.n_tile_rows)
+            if self.contributed_rows(tile_row, centre_crop)[0] < stop
+            and self.contributed_rows(tile_row, centre_crop)[1] > first
+        ]
+        # Every raster row lies in some tile's contributed rows, so a valid range meets at least one.
+        return range(touching[0], touching[-1] + 1)
+
+    def tiles_touching_rows(self, first: int, stop: int, centre_crop: bool = False) -> list[TileWindow]:
+        """The tiles of :meth:`tile_rows_touching`, in plan order (whole tile rows)."""
+        tile_rows = self.tile_rows_touching(first, stop, centre_crop)
+        return self.tiles[tile_rows.start * self.n_tile_cols : tile_rows.stop * self.n_tile_cols]
 
 
 class DetectionPlan(TileLayout):
