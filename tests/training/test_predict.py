@@ -174,4 +174,5 @@ def test_rasters_whose_outputs_would_still_collide_are_refused(tmp_path):
 
 
 def _profile(height: int, width: int) -> dict:
-    return {"count": 3, "height": height, "width": width, "dtype": "uint8", "crs": CRS, "transform": TRANSFORM}
+    grid = {"count": 3, "height": height, "width": width, "dtype": "uint8"}
+    return {**grid, "crs": CRS, "transform": TRANSFORM}

@@ -164,7 +164,8 @@ def test_two_worker_processes_write_the_files_one_process_writes(
 ):
     bad = write_raster(tmp_path / "two_bands.tif", scene(99, 70, 70)[:2])
     output = tmp_path / "out"
-    args = predict_args(test_models["fcn_seg.onnx"], output, "--scheduler", cluster.address, "--split-rows", "64")
+    scaling = ["--scheduler", cluster.address, "--split-rows", "64"]
+    args = predict_args(test_models["fcn_seg.onnx"], output, *scaling)
     assert main([str(rasters / "r*.tif"), str(bad), *args]) == 1  # one raster failed
     captured = capsys.readouterr()
     assert f"FAILED {bad}" in captured.err and "the raster has bands 1 to 2" in captured.err
@@ -227,7 +228,9 @@ def test_a_killed_worker_loses_nothing(test_models, tmp_path):
     assert sum(" -> " in line for line in stdout.splitlines()) == KILL_RASTERS
 
 
-def test_a_run_again_predicts_only_the_missing_outputs(rasters, single_process, test_models, tmp_path, capsys):
+def test_a_run_again_predicts_only_the_missing_outputs(
+    rasters, single_process, test_models, tmp_path, capsys
+):
     output = tmp_path / "out"
     args = [str(rasters / "r*.tif"), *predict_args(test_models["fcn_seg.onnx"], output)]
     assert main(args) == 0
@@ -268,7 +271,7 @@ def test_a_model_the_workers_cannot_read_is_refused_before_any_task(cluster, ras
     tasks = [RasterTask(rasters / "r00.tif", tmp_path)]
     with dask_client(cluster.address, 1, ["cpu"]) as client:
         missing = ModelRef(str(tmp_path / "on_the_laptop_only.onnx"), file_sha256(model), "cpu", 1)
-        with pytest.raises(RsdlError, match="No Dask worker can read the model .*on_the_laptop_only.onnx"):
+        with pytest.raises(RsdlError, match=r"No Dask worker can read the model .*on_the_laptop_only\.onnx"):
             list(run_on_dask(client, missing, tasks, PredictOptions()))
         stale = ModelRef(str(model), "0" * 64, "cpu", 1)
         with pytest.raises(RsdlError, match="not the one the job was started with"):
