@@ -232,11 +232,17 @@ def _local_cluster(workers: int, devices: Sequence[str], gdal_cache_mb: int) -> 
         env = {"GDAL_CACHEMAX": str(gdal_cache_mb)}
         if device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]  # before CUDA loads there
-        options: dict[str, Any] = {"nthreads": 1, "env": env, "name": f"worker-{index}"}
+        options: dict[str, Any] = {
+            "nthreads": 1,
+            "env": env,
+            "name": f"worker-{index}",
+            "host": "127.0.0.1",  # a local cluster is nobody else's business
+            "silence_logs": logging.ERROR,  # their INFO lines would drown the command's own
+        }
         if device.startswith("cuda"):
             options["resources"] = {"GPU": 1}
         specs[f"worker-{index}"] = {"cls": Nanny, "options": options}
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": "127.0.0.1:0"}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
     return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR)
 
 

@@ -319,6 +319,21 @@ class Progress:
         self.bar.update(1)
         self._show()
 
+    def counts(self) -> str:
+        """E.g. ``[12/20: 11 done, 1 failed, 0 skipped, 8 remaining]``: on each raster's line when
+        there is no bar (a log file, a batch job's output)."""
+        if not self.bar.disable:
+            return ""
+        finished = self.predicted + self.failed + self.skipped
+        return (
+            f" [{finished}/{self.total}: {self.predicted} done, {self.failed} failed, "
+            f"{self.skipped} skipped, {self.remaining} remaining]"
+        )
+
+    def write(self, line: str, error: bool = False) -> None:
+        """A line above the bar (stdout, or stderr for failures and warnings)."""
+        self.bar.write(line, file=sys.stderr if error else sys.stdout)
+
     def close(self) -> None:
         self.bar.close()
 
@@ -397,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     progress.add(isinstance(outcome, TaskFailure))
                     if isinstance(outcome, TaskFailure):
                         manifest.record_failed(task.raster, outcome.message)
-                        progress.bar.write(f"FAILED {task.raster}: {outcome.message}", file=sys.stderr)
+                        progress.write(f"FAILED {task.raster}: {outcome.message}{progress.counts()}", True)
                         continue
                     manifest.record_predicted(
                         task.raster,
@@ -410,11 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for worker in outcome.worker.split(", "):
                         loads[worker] = max(loads.get(worker, 0), outcome.model_loads)
                     for warning in outcome.warnings:
-                        progress.bar.write(f"warning: {task.raster}: {warning}", file=sys.stderr)
+                        progress.write(f"warning: {task.raster}: {warning}", True)
                     if outcome.objects is not None:
                         objects = (objects or Counter()) + Counter(outcome.objects)
                     outputs = ", ".join(str(p) for p in outcome.outputs)
-                    progress.bar.write(f"{task.raster} -> {outputs}: {_line(outcome)}", file=sys.stdout)
+                    progress.write(f"{task.raster} -> {outputs}: {_line(outcome)}{progress.counts()}")
         finally:
             progress.close()
             removed = _remove_leftovers({task.output_dir for task in tasks})
