@@ -292,3 +292,37 @@ def test_row_blocks_equal_the_single_task_in_process(tmp_path, test_models):
         assert main([str(raster), *predict_args(test_models[model], split, "--split-rows", "20")]) == 0
         assert outputs_bytes(split) == outputs_bytes(whole) != {}
         assert sorted(path.name for path in split.iterdir()) == sorted(path.name for path in whole.iterdir())
+
+
+def test_unexpected_errors_are_retried_and_refusals_are_not(rasters, test_models, tmp_path, monkeypatch):
+    """On a cluster of threads in this process (so the task can be patched): an OSError is retried
+    --retries times, then reported; a refusal (RsdlError) is reported at once."""
+    from distributed import Client
+
+    from training import batch_runner
+
+    calls: dict[str, int] = {}
+    real_predict = batch_runner.predict_raster
+
+    def flaky(backend, raster, output_dir, options, rows=None):
+        calls[raster.name] = calls.get(raster.name, 0) + 1
+        if raster.name == "r01.tif" and calls[raster.name] == 1:
+            raise OSError("a network file system hiccup")
+        if raster.name == "r02.tif":
+            raise OSError("this disk is gone for good")
+        if raster.name == "r03.tif":
+            raise RsdlError("refused: retrying cannot help")
+        return real_predict(backend, raster, output_dir, options, rows)
+
+    monkeypatch.setattr(batch_runner, "predict_raster", flaky)
+    model = test_models["fcn_seg.onnx"]
+    ref = ModelRef(str(model), file_sha256(model), "cpu", 1)
+    tasks = [RasterTask(rasters / f"r0{index}.tif", tmp_path) for index in range(4)]
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        outcomes = {
+            task.raster.name: outcome for task, outcome in run_on_dask(client, ref, tasks, PredictOptions())
+        }
+    assert calls == {"r00.tif": 1, "r01.tif": 2, "r02.tif": 3, "r03.tif": 1}  # retries=2
+    assert not isinstance(outcomes["r01.tif"], batch_runner.TaskFailure)
+    assert outcomes["r02.tif"].message == "OSError: this disk is gone for good (after 2 retries)"
+    assert outcomes["r03.tif"].message == "refused: retrying cannot help"
