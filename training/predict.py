@@ -253,9 +253,13 @@ def _settings(options: PredictOptions) -> dict:
 
 
 def _check_scaling(args: argparse.Namespace, devices: list[str], detector: bool) -> None:
-    for number, name in ((args.workers, "--workers"), (args.retries + 1, "--retries + 1")):
-        if number < 1:
-            raise RsdlError(f"{name} must be at least 1, got {number}.")
+    for number, name, least in (
+        (args.workers, "--workers", 1),
+        (args.retries, "--retries", 0),
+        (args.gdal_cache, "--gdal-cache", 1),
+    ):
+        if number < least:
+            raise RsdlError(f"{name} must be at least {least}, got {number}.")
     if args.split_rows < 0:
         raise RsdlError(f"--split-rows must be 0 (never split) or a number of rows, got {args.split_rows}.")
     if args.split_rows and detector:

@@ -145,6 +145,13 @@ def test_objects_cut_by_the_edge_between_two_rasters_are_dissolved(tmp_path):
         assert match["area"] == pytest.approx(match["geometry"].area)
         assert match["source"].count(";") == (1 if crosses else 0)
 
+    detector_args = args[:-2]
+    assert "--split-rows applies to segmentation and regression" in _refusal(
+        [*detector_args, "--split-rows", "64"]
+    )
+    assert "--merge-vrt applies to segmentation" in _refusal([*detector_args, "--merge-vrt", "all.vrt"])
+    assert "--retries must be at least 0, got -1" in _refusal([*detector_args, "--retries", "-1"])
+
 
 def write_left_right(folder, image: np.ndarray, cut: int) -> list:
     x0, y0 = 500000.0, 5000000.0  # models.write_scene's origin
