@@ -1,9 +1,11 @@
-"""Classification nets: torchvision ResNet, EfficientNet and MobileNet with a new head.
+"""Classification nets: torchvision ResNet/EfficientNet/MobileNet or timm EfficientNet-Lite, new head.
 
-Built with ``weights=None`` (nothing downloads); an optional local file of torchvision weights
-(e.g. ImageNet ``resnet18-*.pth``) is loaded into the backbone. The first convolution takes any
-number of bands (pretrained RGB filters adapted), the head outputs ``num_classes`` logits:
-normalised float32 (N, C, H, W) -> (N, num_classes).
+Built with ``weights=None`` / ``pretrained=False`` (nothing downloads). ``weights`` is either an
+optional local file of torchvision weights (e.g. ImageNet ``resnet18-*.pth``), loaded into the
+backbone, or the name of bundled ImageNet weights (``imagenet-efficientnet-lite0``, lite1,
+lite2; see :mod:`training.nets.imagenet`) for the matching backbone ``tf_efficientnet_lite0``
+(lite1, lite2). The first convolution takes any number of bands (pretrained RGB filters
+adapted), the head outputs ``num_classes`` logits: normalised float32 (N, C, H, W) -> (N, num_classes).
 """
 
 from __future__ import annotations
@@ -11,9 +13,16 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
+from .imagenet import (
+    LITE_ARCHITECTURES,
+    create_lite,
+    imagenet_weights,
+    is_imagenet_weights,
+    load_imagenet_weights,
+)
 from .weights import load_matching, read_weights
 
-BACKBONES = (
+TORCHVISION_BACKBONES = (
     "resnet18",
     "resnet34",
     "resnet50",
@@ -25,6 +34,8 @@ BACKBONES = (
     "mobilenet_v3_small",
     "mobilenet_v3_large",
 )
+# timm's TensorFlow-padded EfficientNet-Lite: the architecture the bundled ImageNet weights fit.
+BACKBONES = TORCHVISION_BACKBONES + LITE_ARCHITECTURES
 
 
 def _replace_first_conv(net: nn.Module, in_channels: int) -> None:
@@ -56,9 +67,21 @@ def _replace_head(net: nn.Module, num_classes: int) -> None:
 def build_classifier(
     backbone: str, in_channels: int, num_classes: int, weights: str | None = None
 ) -> nn.Module:
-    """A torchvision classifier for ``in_channels`` bands and ``num_classes`` classes."""
+    """A classifier for ``in_channels`` bands and ``num_classes`` classes (see the module docstring)."""
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r}; choose one of {BACKBONES}.")
+    if backbone in LITE_ARCHITECTURES:
+        # timm's BatchNorm momentum is already 0.1, so a from-scratch net needs no change.
+        net = create_lite(backbone, num_classes=num_classes, in_chans=in_channels)
+        if is_imagenet_weights(weights):
+            load_imagenet_weights(net, weights, backbone)
+        elif weights:
+            load_matching(net, read_weights(weights))
+        return net
+    if is_imagenet_weights(weights):
+        raise ValueError(
+            f"Weights {weights!r} fit backbone {imagenet_weights(weights).architecture!r}, not {backbone!r}."
+        )
     net = getattr(torchvision.models, backbone)(weights=None)
     _replace_first_conv(net, in_channels)
     _replace_head(net, num_classes)

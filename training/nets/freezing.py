@@ -3,8 +3,10 @@
 The backbone is everything but the head: a classifier's ``fc``/``classifier``, a U-Net's
 decoder and segmentation head (its backbone is ``encoder``). Its blocks, in forward order, are
 the stem and ``layer1..4`` for ResNets, the stages of ``features`` for EfficientNet/MobileNet,
-and the parameterised children (ModuleLists expanded) otherwise. Frozen parameters have
-``requires_grad = False``; batch-norm layers keep updating their running statistics in train mode.
+the stem, the stages of ``blocks`` and the head convolution for timm's EfficientNet/MobileNetV3
+(smp's ``tu-`` encoders included), and the parameterised children (ModuleLists expanded)
+otherwise. Frozen parameters have ``requires_grad = False``; batch-norm layers keep updating
+their running statistics in train mode.
 """
 
 from __future__ import annotations
@@ -21,9 +23,20 @@ def _has_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
 
 
+def _timm_blocks(model: nn.Module) -> list[nn.Module]:
+    """A timm EfficientNet/MobileNetV3 (whole or features-only): stem, stages, head convolution."""
+    stem = nn.ModuleList([model.conv_stem, model.bn1])
+    head = nn.ModuleList([getattr(model, n) for n in ("conv_head", "bn2", "norm_head") if hasattr(model, n)])
+    return [block for block in (stem, *model.blocks, head) if _has_parameters(block)]
+
+
 def backbone_blocks(net: nn.Module) -> list[nn.Module]:
     """The backbone's blocks in forward order (the head excluded)."""
     backbone = backbone_of(net)
+    if hasattr(backbone, "model") and hasattr(backbone.model, "conv_stem"):  # smp's timm universal encoder
+        backbone = backbone.model
+    if hasattr(backbone, "conv_stem") and isinstance(getattr(backbone, "blocks", None), nn.Sequential):
+        return _timm_blocks(backbone)
     if hasattr(backbone, "layer4"):  # torchvision ResNet, smp's ResNet encoders
         return [
             nn.ModuleList([backbone.conv1, backbone.bn1]),

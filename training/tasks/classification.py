@@ -1,4 +1,5 @@
-"""ClassificationTask: transfer learning on torchvision ResNet / EfficientNet / MobileNet."""
+"""ClassificationTask: transfer learning on torchvision ResNet / EfficientNet / MobileNet or timm's
+EfficientNet-Lite (with the bundled ImageNet weights)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rsdl_qgis_plugin.core.contract.model_spec import ModelType
 
 from ..data.classes import IGNORE_INDEX
 from ..nets.classification import build_classifier
+from ..nets.imagenet import LITE_ARCHITECTURES
 from .base import RsdlTask
 from .finetuning import UnfreezeLastBlocks
 from .losses import build_loss
@@ -20,8 +22,10 @@ class ClassificationTask(RsdlTask):
 
     Args:
         num_classes, in_channels: linked from the data module by the CLI.
-        backbone: resnet18/34/50, efficientnet_b0..b3, mobilenet_v2, mobilenet_v3_small/large.
-        weights: optional local torchvision weights file (e.g. ImageNet); never downloaded.
+        backbone: resnet18/34/50, efficientnet_b0..b3, mobilenet_v2, mobilenet_v3_small/large
+            (torchvision), or tf_efficientnet_lite0/1/2 (timm).
+        weights: optional local torchvision weights file (e.g. ImageNet), or imagenet-efficientnet-lite0
+            (lite1, lite2) for the matching tf_efficientnet_lite backbone; never downloaded.
         freeze_backbone: train only the new head first (transfer learning); off trains all.
         unfreeze_at_epoch, unfreeze_blocks, finetune_lr_factor: at that epoch the last N
             backbone blocks start training at finetune_lr_factor x the head's learning rate.
@@ -67,5 +71,6 @@ class ClassificationTask(RsdlTask):
 
     def spec_training_info(self) -> dict[str, Any]:
         info = super().spec_training_info()
-        info["net"] = {"architecture": self.hparams.backbone, "library": "torchvision"}
+        library = "timm" if self.hparams.backbone in LITE_ARCHITECTURES else "torchvision"
+        info["net"] = {"architecture": self.hparams.backbone, "library": library}
         return info
