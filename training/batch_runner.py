@@ -42,6 +42,7 @@ __all__ = [
     "RasterTask",
     "TaskFailure",
     "backend_device",
+    "blocks_root",
     "dask_client",
     "run_in_process",
     "run_on_dask",
@@ -152,8 +153,13 @@ def run_raster(
     return replace(result, worker=_worker_name(), model_loads=_LOADS["count"])
 
 
+def blocks_root(task: RasterTask) -> Path:
+    """The hidden folder of a split raster's row blocks, beside its outputs."""
+    return task.output_dir / BLOCKS_FOLDER.format(stem=task.raster.stem)
+
+
 def block_folder(task: RasterTask, rows: tuple[int, int]) -> Path:
-    return task.output_dir / BLOCKS_FOLDER.format(stem=task.raster.stem) / f"rows-{rows[0]:09d}-{rows[1]:09d}"
+    return blocks_root(task) / f"rows-{rows[0]:09d}-{rows[1]:09d}"
 
 
 def run_block(
@@ -173,7 +179,7 @@ def stitch_task(task: RasterTask, *blocks: PredictionResult | TaskFailure) -> Pr
     first = blocks[0]
     outputs = [replace(output, path=task.output_dir / output.path.name) for output in first.geotiffs]
     stitch_blocks(task.raster, outputs, [block.geotiffs[0].path.parent for block in blocks])
-    shutil.rmtree(task.output_dir / BLOCKS_FOLDER.format(stem=task.raster.stem), ignore_errors=True)
+    shutil.rmtree(blocks_root(task), ignore_errors=True)
     counts: dict[str, int] = {}
     for block in blocks:
         for name, value in block.counts.items():

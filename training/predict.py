@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections import Counter
@@ -41,6 +42,7 @@ from training.batch_runner import (
     RasterTask,
     TaskFailure,
     backend_device,
+    blocks_root,
     dask_client,
     run_in_process,
     run_on_dask,
@@ -374,10 +376,14 @@ def _outcomes(
         yield run_on_dask(client, ref, tasks, options, args.retries)
 
 
-def _remove_leftovers(folders: set[Path]) -> int:
-    """Temporary files of tasks whose worker died mid-write (the task ran again elsewhere)."""
+def _remove_leftovers(tasks: list[RasterTask]) -> int:
+    """After every task has ended: the temporary files of tasks whose worker died mid-write (the
+    task ran again elsewhere), and the row blocks of split rasters that failed."""
     removed = 0
-    for folder in folders:
+    for task in tasks:
+        if task.blocks:
+            shutil.rmtree(blocks_root(task), ignore_errors=True)
+    for folder in {task.output_dir for task in tasks}:
         for leftover in leftover_temporaries(folder):
             with contextlib.suppress(OSError):
                 Path(leftover).unlink()
@@ -436,16 +442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     progress.write(f"{task.raster} -> {outputs}: {_line(outcome)}{progress.counts()}")
         finally:
             progress.close()
-            removed = _remove_leftovers({task.output_dir for task in tasks})
-            manifest.save(finished=True)
+            manifest.save(finished=True)  # also when interrupted: what is done stays done
         seconds = time.perf_counter() - started
+        removed = _remove_leftovers(tasks)
         if removed:
             print(f"Removed {removed} temporary file(s) left by tasks whose worker died.", file=sys.stderr)
-        finished = [
-            raster
-            for raster in rasters
-            if str(raster) in manifest.rasters and raster not in manifest.failures
-        ]
+        finished = [raster for raster in rasters if manifest.is_complete(raster, fingerprint)]
         if args.merge_vrt:
             print(merge_vrt([manifest.outputs(raster)[0] for raster in finished], args.merge_vrt))
         if args.merge_objects:

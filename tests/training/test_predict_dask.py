@@ -24,7 +24,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from rsdl_qgis_plugin.core.errors import RsdlError
-from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
+from rsdl_qgis_plugin.core.files.atomic_output import TEMP_MARKER, leftover_temporaries
 from training.batch_runner import ModelRef, RasterTask, dask_client, run_on_dask
 from training.manifest import file_sha256
 from training.predict import main
@@ -186,6 +186,14 @@ def test_two_worker_processes_write_the_files_one_process_writes(
     assert re.search(r"^failed +1$", captured.out, re.MULTILINE)
 
 
+def writing(pid: int) -> bool:
+    """Whether the process has one of our temporary output files open."""
+    try:
+        return any(TEMP_MARKER in os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # a descriptor closed while we looked
+        return False
+
+
 def test_a_killed_worker_loses_nothing(test_models, tmp_path):
     """A worker is killed (SIGKILL, no nanny to restart it) while it writes a raster: that raster
     runs again on the other worker and every raster completes once, as one process writes it."""
@@ -208,17 +216,19 @@ def test_a_killed_worker_loses_nothing(test_models, tmp_path):
             text=True,
         )
         deadline = time.monotonic() + 120
-        while len(list(output.glob("*_classes.tif"))) < 1 and run.poll() is None:
-            assert time.monotonic() < deadline, "no output appeared"
-            time.sleep(0.02)
+        victim = cluster.workers[0]
+        # Kill it once it has written a raster and is writing another: a file of it is open.
+        while not (list(output.glob("*_classes.tif")) and writing(victim.pid)) and run.poll() is None:
+            assert time.monotonic() < deadline, "the worker never wrote"
+            time.sleep(0.01)
         assert run.poll() is None, "the run ended before a worker could be killed"
-        cluster.workers[0].send_signal(signal.SIGKILL)
+        victim.send_signal(signal.SIGKILL)
         stdout, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
     finally:
         cluster.close()
     assert cluster.workers[0].returncode == -signal.SIGKILL
-    # It died inside a task: its half-written files are found and removed at the end.
+    # It died writing: its half-written files are found and removed at the end.
     assert "temporary file(s) left by tasks whose worker died" in stderr
     assert outputs_bytes(output) == outputs_bytes(single)
     assert leftover_temporaries(output) == []
