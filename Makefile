@@ -53,7 +53,7 @@ DEBIAN_MIRROR ?= $(or $(shell grep -rhoE 'https?://[^ ]+/debian/?( |$$)' /etc/ap
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help install apt-packages test test-here test-unit test-matrix compare-matrix demo lint bench zip deploy clean
+.PHONY: help install apt-packages test test-here test-unit test-matrix compare-matrix demo lint bench gpu-check zip deploy clean
 # Pattern targets that are no files: never delete them as intermediates.
 .PRECIOUS: chroot-%
 
@@ -157,12 +157,29 @@ lint: install ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench: install ## Benchmarks: rasterize vs gdal_rasterize, segment vs onnxruntime/toolbelt with a tiny net and the demo U-Net, detect vs onnxruntime with a small YOLO-like net (BENCH_SIZES=..., INFER_SIZES=4000,8000,16000, DETECT_SIZES=4000,16000)
+bench: install ## Benchmarks: rasterize vs gdal_rasterize, segment vs onnxruntime/toolbelt with a tiny net and the demo U-Net, detect vs onnxruntime with a small YOLO-like net, one giant raster through segment with the demo U-Net vs onnxruntime plus its memory with GDAL's default cache vs 128 MB at 16384 px (about an hour on 2 cores; ~0.7 GiB in the temp folder) (BENCH_SIZES=..., INFER_SIZES=4000,8000,16000, DETECT_SIZES=4000,16000, GIANT_SIZE=40000)
 	$(PY) tests/bench/bench_rasterize.py $(if $(BENCH_SIZES),--sizes $(BENCH_SIZES))
 	$(PY) tests/bench/bench_inference.py $(if $(INFER_SIZES),--sizes $(INFER_SIZES))
 	$(PY) tests/bench/bench_inference.py --sizes 16000 --toolbelt-max 0 \
 	  --model-file models/sample_scene_landcover/model.onnx
 	$(PY) tests/bench/bench_detect.py $(if $(DETECT_SIZES),--sizes $(DETECT_SIZES))
+	$(PY) tests/bench/bench_giant.py $(if $(GIANT_SIZE),--size $(GIANT_SIZE))
+
+# gpu-check: onnxruntime-gpu of the version requirements/ml.txt pins for the CPU onnxruntime, in a folder
+# of its own that only gpu-check puts first on PYTHONPATH (the venv keeps the CPU build), installed only
+# where nvidia-smi exists. --no-deps: its requirements are the CPU build's, already in the venv. Its
+# CUDA 13 and cuDNN 9 libraries come from the nvidia-* wheels of the venv's CUDA build of torch.
+ORT_GPU_DIR := $(VENV)/ort-gpu
+ORT_VERSION = $(shell sed -nE 's/^onnxruntime==([0-9][^ ;#]*).*/\1/p' requirements/ml.txt)
+GPU_CHECK_ARGS ?=
+
+gpu-check: install ## On an NVIDIA GPU: onnxruntime CUDA vs CPU, the plugin's backend, a short Lightning fit (GPU_CHECK_ARGS=--no-fit); without one, says so and exits 0
+	@if command -v nvidia-smi >/dev/null 2>&1 && [ ! -d $(ORT_GPU_DIR)/onnxruntime_gpu-$(ORT_VERSION).dist-info ]; then \
+	  echo "Installing onnxruntime-gpu==$(ORT_VERSION) into $(ORT_GPU_DIR)"; \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target $(ORT_GPU_DIR) \
+	    onnxruntime-gpu==$(ORT_VERSION) || echo "gpu-check: onnxruntime-gpu did not install; the check will say so"; \
+	fi
+	PYTHONPATH=$(abspath $(ORT_GPU_DIR))$${PYTHONPATH:+:$$PYTHONPATH} $(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 zip: install ## Build the installable plugin zip in dist/
 	$(PY) scripts/build_plugin.py zip $(PLUGIN_ZIP)

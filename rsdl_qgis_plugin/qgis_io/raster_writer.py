@@ -1,7 +1,8 @@
 """Write a GeoTIFF row by row as rows arrive, complete or absent.
 
 Rows are buffered until a whole strip can be written, so each compressed strip reaches the disk
-exactly once and in order (rewriting compressed blocks would grow the file). The file is written
+exactly once and in order (rewriting compressed blocks would grow the file), and leaves GDAL's
+block cache once written, so memory does not grow with the raster. The file is written
 under a temporary name and renamed when the writer closes without error (or, with an
 ``AtomicOutputs`` group, when the whole group commits).
 """
@@ -96,6 +97,11 @@ class GeoTiffRowWriter:
             band = self._dataset.GetRasterBand(index + 1)
             ok = band.WriteArray(rows[index], 0, self._buffer_first_row) == gdal.CE_None
             check_gdal(ok, f"Writing '{self.path}'", path=self.path)
+        # Write the strip to the file now and drop it from GDAL's block cache. Left there, written
+        # blocks stay until the cache is full or the file closes: under GDAL's default cache (5% of
+        # RAM, as in QGIS) that is the whole output of a large raster, memory that grows with it.
+        self._dataset.FlushCache()
+        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{self.path}'", path=self.path)
         self._buffer_first_row += self._buffered_rows
         self._buffered_rows = 0
 

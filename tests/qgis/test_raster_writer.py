@@ -87,3 +87,24 @@ def test_in_a_group_the_file_appears_when_the_group_commits(tmp_path):
         assert gdal.Open(str(outputs.temporary(path))).ReadAsArray().sum() == sum(range(30))
     np.testing.assert_array_equal(gdal.Open(str(path)).ReadAsArray(), np.arange(30).reshape(3, 10))
     assert leftover_temporaries(tmp_path) == []
+
+
+def test_written_strips_leave_gdal_block_cache(tmp_path):
+    """Each strip goes to the file and out of GDAL's block cache at once: under the default cache
+    (5% of RAM, as in QGIS) the blocks of the whole raster would stay there until the file closes."""
+    grid = _grid(2048, 12 * ROWS_PER_STRIP)
+    values = _values(grid, 2, np.uint8)
+    strip_bytes = values[:, :ROWS_PER_STRIP].nbytes
+    cache_max = gdal.GetCacheMax()
+    gdal.SetCacheMax(1 << 30)  # far more than the raster: nothing forces GDAL to write blocks early
+    try:
+        base = gdal.GetCacheUsed()
+        growth = []
+        with GeoTiffRowWriter(tmp_path / "out.tif", grid, 2, np.uint8) as writer:
+            for first in range(0, grid.height, 20):  # pieces that end inside strips
+                writer.write_rows(first, values[:, first : first + 20])
+                growth.append(gdal.GetCacheUsed() - base)
+    finally:
+        gdal.SetCacheMax(cache_max)
+    assert max(growth) < strip_bytes, f"GDAL's cache grew by {max(growth)} bytes (one strip: {strip_bytes})"
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "out.tif")).ReadAsArray(), values)
