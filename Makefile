@@ -157,7 +157,7 @@ lint: install ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench: install ## Benchmarks: rasterize vs gdal_rasterize, segment vs onnxruntime/toolbelt with a tiny net and the demo U-Net, detect vs onnxruntime with a small YOLO-like net, one giant raster through segment with the demo U-Net vs onnxruntime plus its memory with GDAL's default cache vs 128 MB at 16384 px, predict in one process vs a local Dask cluster (throughput, per-task overhead, memory against height) (about an hour on 2 cores; ~0.7 GiB in the temp folder) (BENCH_SIZES=..., INFER_SIZES=4000,8000,16000, DETECT_SIZES=4000,16000, GIANT_SIZE=40000)
+bench: install ## Benchmarks: rasterize vs gdal_rasterize, segment vs onnxruntime/toolbelt with a tiny net and the demo U-Net, detect vs onnxruntime with a small YOLO-like net, one giant raster through segment with the demo U-Net vs onnxruntime plus its memory with GDAL's default cache vs 128 MB at 16384 px, predict in one process vs a local Dask cluster (throughput, per-task overhead, memory against height) (the giant raster alone: about an hour on 2 cores, ~0.7 GiB in the temp folder) (BENCH_SIZES=..., INFER_SIZES=4000,8000,16000, DETECT_SIZES=4000,16000, GIANT_SIZE=40000)
 	$(PY) tests/bench/bench_rasterize.py $(if $(BENCH_SIZES),--sizes $(BENCH_SIZES))
 	$(PY) tests/bench/bench_inference.py $(if $(INFER_SIZES),--sizes $(INFER_SIZES))
 	$(PY) tests/bench/bench_inference.py --sizes 16000 --toolbelt-max 0 \

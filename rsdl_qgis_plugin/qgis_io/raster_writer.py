@@ -17,7 +17,7 @@ from osgeo import gdal, gdal_array
 
 from ..core.files.atomic_output import AtomicOutputs, atomic_file
 from ..core.raster.grid import RasterGrid
-from .gdal_calls import check_gdal
+from .gdal_calls import check_gdal, gdal_failure
 from .raster_description import RasterDescription, apply_description
 
 ROWS_PER_STRIP = 32
@@ -43,12 +43,14 @@ class GeoTiffRowWriter:
         self.description = description or RasterDescription()
         self._stack = contextlib.ExitStack()
         self._dataset: gdal.Dataset | None = None
+        self._temp: Path | None = None
         self._buffer = np.zeros((bands, ROWS_PER_STRIP, grid.width), dtype=self.dtype)
         self._buffer_first_row = 0
         self._buffered_rows = 0
 
     def __enter__(self) -> GeoTiffRowWriter:
         temp = self._stack.enter_context(atomic_file(self.path, outputs=self.outputs))
+        self._temp = temp
         predictor = "3" if self.dtype.kind == "f" else "2"
         options = [
             "COMPRESS=DEFLATE",  # readable everywhere (ZSTD is faster but not in every reader)
@@ -100,20 +102,50 @@ class GeoTiffRowWriter:
         # Write the strip to the file now and drop it from GDAL's block cache. Left there, written
         # blocks stay until the cache is full or the file closes: under GDAL's default cache (5% of
         # RAM, as in QGIS) that is the whole output of a large raster, memory that grows with it.
-        self._dataset.FlushCache()
-        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{self.path}'", path=self.path)
+        self._flush_cache()
         self._buffer_first_row += self._buffered_rows
         self._buffered_rows = 0
+
+    def _flush_cache(self) -> None:
+        """Write the cached blocks to the file (and out of the cache), or raise naming the file.
+
+        GDAL 3.7+ returns the failure from FlushCache (3.10 leaves no last error behind for a
+        write that fails there); older GDAL returns nothing and leaves the last error."""
+        status = self._dataset.FlushCache()
+        ok = status in (None, gdal.CE_None) and gdal.GetLastErrorType() < gdal.CE_Failure
+        check_gdal(ok, f"Writing '{self.path}'", path=self.path)
 
     def _finish(self) -> None:
         self._flush()
         if self._buffer_first_row != self.grid.height:
             raise ValueError(f"'{self.path}' received {self._buffer_first_row} of {self.grid.height} rows.")
-        self._dataset.FlushCache()
-        check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{self.path}'", path=self.path)
+        self._flush_cache()
         # Closing writes the TIFF directory: on a full disk that fails too, after FlushCache.
         self._dataset = None
         check_gdal(gdal.GetLastErrorType() < gdal.CE_Failure, f"Writing '{self.path}'", path=self.path)
+        self._check_strips_landed()
+
+    def _check_strips_landed(self) -> None:
+        """Every strip lies inside the file written. GDAL 3.10 with Debian's libtiff reports a failed
+        write (a full disk, a file size limit) only on stderr: no GDAL error, no failed return, a
+        file that opens. Its strips' offsets and sizes, which GDAL shows, tell it apart."""
+        dataset = gdal.Open(str(self._temp))
+        landed = dataset is not None
+        if landed:
+            size = self._temp.stat().st_size
+            strips = -(-self.grid.height // ROWS_PER_STRIP)
+            for band_index in range(1, dataset.RasterCount + 1):
+                band = dataset.GetRasterBand(band_index)
+                for strip in range(strips):
+                    offset = band.GetMetadataItem(f"BLOCK_OFFSET_0_{strip}", "TIFF")
+                    length = band.GetMetadataItem(f"BLOCK_SIZE_0_{strip}", "TIFF")
+                    if not offset or not length or int(offset) + int(length) > size:
+                        landed = False
+                        break
+        dataset = None
+        if not landed:
+            reason = "some strips never reached the file (a write failed)"
+            raise gdal_failure(f"Writing '{self.path}'", reason, path=self.path)
 
     def __exit__(self, error_type, error, traceback) -> bool:
         if error_type is None:

@@ -6,9 +6,9 @@ The input: a 3-band uint8 GeoTIFF, tiled 256 x 256, DEFLATE + predictor 2, 0.5 m
 EPSG:32636 (the model's 50 cm, so rsdl:segment runs on the raster's own grid, no resampling). It is
 written in strips of one tile row (generation never holds the image), with a cheap structured
 pattern: parcels of six land covers (fields, meadow, forest, water, bare soil, built-up blocks with
-roofs), a road grid, smooth shading and a small repeating texture. It compresses to ~40 % of its
-raw size and the model finds most of its classes in it. With ``--keep`` the rasters stay in the
-work folder (``--work-dir``) and the next run reuses them.
+roofs), a road grid, smooth shading and a small repeating texture. It compresses to an eighth of
+its raw size (0.54 GiB at 40000 px) and the model finds all five of its classes in it. With
+``--keep`` the rasters stay in the work folder (``--work-dir``) and the next run reuses them.
 
 The model: models/sample_scene_landcover/model.onnx (U-Net, MobileNetV3-small encoder, 5 classes),
 run at its own defaults as rsdl:segment resolves them (core/tiling/policy.py: its 256 px tiles,
@@ -296,16 +296,16 @@ class Bench:
 
     def raster(self, size: int) -> Path:
         path = self.rasters / f"giant_{PATTERN}_{size}.tif"
-        if path.exists():
+        if path.exists():  # kept by an earlier run: it stays
             print(f"  {size} x {size}: reusing {path} ({path.stat().st_size / 2**30:.2f} GiB)", flush=True)
-        else:
-            options = ["--raster", str(path), "--size", str(size)]
-            written = run_helper(SCRIPT, "raster", options, self.runs, self.env(str(CACHE_MB)))
-            print(
-                f"  {size} x {size}: raster written in {written['seconds']:.0f} s "
-                f"({path.stat().st_size / 2**30:.2f} GiB on disk, {3 * size**2 / 2**30:.2f} GiB raw)",
-                flush=True,
-            )
+            return path
+        options = ["--raster", str(path), "--size", str(size)]
+        written = run_helper(SCRIPT, "raster", options, self.runs, self.env(str(CACHE_MB)))
+        print(
+            f"  {size} x {size}: raster written in {written['seconds']:.0f} s "
+            f"({path.stat().st_size / 2**30:.2f} GiB on disk, {3 * size**2 / 2**30:.2f} GiB raw)",
+            flush=True,
+        )
         self.written.append(path)
         return path
 
@@ -398,7 +398,9 @@ def main() -> None:
         "--work-dir", type=Path, help="folder for the rasters (default: a temporary folder, removed)"
     )
     parser.add_argument(
-        "--keep", action="store_true", help="keep the rasters in --work-dir and reuse them next time"
+        "--keep",
+        action="store_true",
+        help="keep the rasters this run writes in --work-dir (one already there is reused and kept)",
     )
     parser.add_argument("--skip-giant", action="store_true", help="only the GDAL cache pair")
     add_quiet_options(parser)
@@ -450,8 +452,9 @@ def main() -> None:
     finally:
         shutil.rmtree(runs, ignore_errors=True)
         if not args.keep:
-            for path in bench.written:
+            for path in bench.written:  # with the statistics QGIS writes beside a raster it opens
                 path.unlink(missing_ok=True)
+                path.with_name(path.name + ".aux.xml").unlink(missing_ok=True)
             if not args.work_dir:
                 shutil.rmtree(rasters, ignore_errors=True)
     print_report(rows, args)
