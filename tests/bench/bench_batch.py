@@ -185,7 +185,7 @@ def main() -> None:
             (f"1 process, {os.cpu_count()} threads", one, per_minute[0]),
             (f"Dask, {args.workers} worker processes", cluster, per_minute[1]),
         ):
-            print(f"  {label:<28} {run.seconds:6.1f} s {rate:6.1f} rasters/min")
+            print(f"  {label:<28} {run.seconds:6.1f} s {rate:6.1f} rasters/min  (others {run.other_cpu:.0%})")
         print(f"  (the cluster's start-up, {cluster.result['start_up']:.1f} s, is not counted)")
         print(f"  ratio Dask / 1 process (rasters per minute): {per_minute[1] / per_minute[0]:.2f}")
 
@@ -199,7 +199,8 @@ def main() -> None:
         overhead = (cluster.seconds - one.seconds) / args.tiny * 1000
         print(
             f"  1 process {one.seconds / args.tiny * 1000:.1f} ms per raster, Dask (1 worker) "
-            f"{cluster.seconds / args.tiny * 1000:.1f} ms: Dask adds {overhead:.1f} ms per task"
+            f"{cluster.seconds / args.tiny * 1000:.1f} ms: Dask adds {overhead:.1f} ms per task "
+            f"(others {one.other_cpu:.0%} / {cluster.other_cpu:.0%})"
         )
 
         print(f"== python -m training predict, memory against height (width {args.memory_width}, tiny net)")
