@@ -16,6 +16,7 @@ from training.data.base import (
     RsdlDataModule,
     nodata_validity,
     resolution_cm,
+    training_subset,
     window_nodata,
 )
 
@@ -67,3 +68,26 @@ def test_statistics_samples_are_spread_over_the_items():
     assert len(picked) == STATISTICS_SAMPLES and picked[0] == 0 and picked[-1] == 999
     assert picked == sorted(set(picked))
     assert RsdlDataModule._sample(items[:10]) == items[:10]
+
+
+def test_a_training_subset_is_the_same_in_every_run_and_keeps_the_order():
+    items = [f"chip{i}" for i in range(105)]
+    subset = training_subset(items, 0.1)
+    assert len(subset) == 10 and subset == training_subset(items, 0.1)
+    assert set(subset) <= set(items) and subset == sorted(subset, key=items.index)
+    assert training_subset(items, 1.0) == items
+    assert len(training_subset(items[:3], 0.01)) == 1  # never empty
+
+
+def test_train_fraction_thins_the_training_split_only(chips_folder, tmp_path):
+    whole = ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path / "cache"))
+    half = ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path / "cache"), train_fraction=0.5)
+    for module in (whole, half):
+        module.setup("fit")
+    assert len(whole.datasets["train"]) == 8 and len(half.datasets["train"]) == 4
+    assert [len(half.datasets[s]) for s in ("val", "test")] == [
+        len(whole.datasets[s]) for s in ("val", "test")
+    ]
+    assert half.hparams["train_fraction"] == 0.5
+    with pytest.raises(ValueError, match="train_fraction"):
+        ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path / "cache"), train_fraction=0.0)

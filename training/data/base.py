@@ -34,6 +34,7 @@ from .transforms import Augment
 TASKS = ("segmentation", "classification")
 STATISTICS_SAMPLES = 256  # training images measured for mean/std: enough for stable values
 SPLITS = ("train", "val", "test")
+SUBSET_SEED = 0  # train_fraction draws the same chips in every run
 CLASS_PATH_KEY = "_class_path"  # LightningCLI's name for it, so both agree
 
 
@@ -71,6 +72,20 @@ def window_nodata(source: DatasetReader, window: Window, bands: Sequence[int] | 
     return nodata_pixels(pixels, [None] * len(indexes), list(masks))
 
 
+def training_subset(items: Sequence[Any], fraction: float) -> list[Any]:
+    """``fraction`` of ``items`` (at least one), the same ones in every run and in their order.
+
+    For label-scarce experiments (``train_fraction``): the chips are drawn with a fixed seed, so
+    runs that differ in anything else train on the same chips. The normalisation and class
+    weights stay those of the whole training split (class shares are not label content).
+    """
+    if fraction >= 1.0 or not items:
+        return list(items)
+    count = max(1, round(fraction * len(items)))
+    picks = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(items), size=count, replace=False))
+    return [items[i] for i in picks]
+
+
 class RsdlDataModule(pl.LightningDataModule, abc.ABC):
     """Base of the rsdl data modules.
 
@@ -94,10 +109,14 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
         std: list[float] | None = None,
         max_pixel_value: float | None = None,
         cache_dir: str | None = None,
+        train_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         if task not in self.tasks:
             raise ValueError(f"task must be one of {self.tasks}, got {task!r}.")
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must lie in (0, 1], got {train_fraction:g}.")
+        self.train_fraction = train_fraction
         self.task = task
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -227,8 +246,11 @@ class RsdlDataModule(pl.LightningDataModule, abc.ABC):
             self._spec = self._build_spec()
         reader = self._reader()
         for split in SPLITS:
+            items = self._items(split)
             augment = self.augment if split == "train" else None
-            self.datasets[split] = self._make_dataset(self._items(split), reader, augment)
+            if split == "train":
+                items = training_subset(items, self.train_fraction)
+            self.datasets[split] = self._make_dataset(items, reader, augment)
 
     def _make_dataset(self, items: Sequence[Any], reader: Callable[[Any], Any], augment: Any) -> Dataset:
         """One split's dataset (``augment`` is None outside training)."""

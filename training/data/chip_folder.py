@@ -42,6 +42,8 @@ class ChipsDataModule(RsdlDataModule):
             default to values measured on the training chips, max_pixel_value to 255 for 8-bit
             data and the type's maximum otherwise.
         cache_dir: where measured statistics are kept (default ~/.cache/rsdl/training).
+        train_fraction: share of the training chips used (default 1: all), drawn with a fixed seed so
+            every run gets the same ones; for label-scarce experiments (see ``training_subset``).
     """
 
     def __init__(
@@ -57,9 +59,19 @@ class ChipsDataModule(RsdlDataModule):
         std: list[float] | None = None,
         max_pixel_value: float | None = None,
         cache_dir: str | None = None,
+        train_fraction: float = 1.0,
     ) -> None:
         super().__init__(
-            task, batch_size, num_workers, augment, jitter, mean, std, max_pixel_value, cache_dir
+            task,
+            batch_size,
+            num_workers,
+            augment,
+            jitter,
+            mean,
+            std,
+            max_pixel_value,
+            cache_dir,
+            train_fraction=train_fraction,
         )
         self.save_plain_hyperparameters()
         self.root = Path(root)

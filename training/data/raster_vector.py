@@ -62,6 +62,7 @@ class RasterVectorDataModule(RsdlDataModule):
         folds, fold: k-fold cross-validation over the blocks instead of fractions (folds > 1).
         keep_empty: share of chips without any foreground pixel to keep (1: all).
         cache_dir: where masks, chip index and statistics are cached.
+        train_fraction: share of the training chips used (default 1: all), the same in every run.
         Other arguments as ChipsDataModule.
     """
 
@@ -97,9 +98,19 @@ class RasterVectorDataModule(RsdlDataModule):
         std: list[float] | None = None,
         max_pixel_value: float | None = None,
         cache_dir: str | None = None,
+        train_fraction: float = 1.0,
     ) -> None:
         super().__init__(
-            "segmentation", batch_size, num_workers, augment, jitter, mean, std, max_pixel_value, cache_dir
+            "segmentation",
+            batch_size,
+            num_workers,
+            augment,
+            jitter,
+            mean,
+            std,
+            max_pixel_value,
+            cache_dir,
+            train_fraction=train_fraction,
         )
         self.save_plain_hyperparameters()
         self.label_sources = [labels] if isinstance(labels, str) else list(labels)
