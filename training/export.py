@@ -1,6 +1,7 @@
 """Export a trained net to ONNX or TorchScript with its spec inside, and prove the file right.
 
-``python -m training export --checkpoint best.ckpt --output models/name.onnx``
+``python -m training export --checkpoint best.ckpt --output models/name.onnx [--dynamic]``
+``python -m training export --from-onnx models/x/model.onnx --output models/x/model.onnx``
 
 The exported file carries the whole spec (``ModelSpec.to_metadata``: classes, colours, bands,
 normalisation, tile size, resolution, training metrics and data provenance): in ONNX
@@ -21,16 +22,26 @@ the path stays as it was):
    most ``DEFAULT_TOLERANCE`` = 1e-4** (``--tolerance`` changes it). A U-Net with a ResNet-18
    encoder differs by about 3e-5 on the CPU.
 
-Batch is always dynamic. Height and width are dynamic for segmentation and regression nets that
-run at twice the sample size in torch (fully convolutional); classifiers, and nets that do not,
-are fixed at the sample size (``dynamic_size=False`` / ``--fixed-size`` forces that).
+Batch is always dynamic. Height and width are fixed at the spec's tile size by default: the
+peer plugin Deepness's dock widget reads the tile size from the input shape and fails to load a
+model whose height and width are dynamic ("Failed to load the model!"), and rsdl runs a fixed
+model at its size. ``dynamic_size=True`` / ``--dynamic`` makes them dynamic (any tile size in
+rsdl, Deepness headless only) for nets that run at twice the sample size in torch with image-shaped
+outputs (fully convolutional segmentation and regression nets); classifiers, and nets that do not,
+are refused. TorchScript files carry no input shape (rsdl's reader takes any size from them):
+there ``dynamic_size`` decides the parity check at twice the size and what the spec records.
+
+An existing rsdl ONNX file with a dynamic height and width is fixed without its checkpoint by
+``--from-onnx`` (``training/onnx_fixed_size.py``): the input fixed at the spec's tile size, checked
+as an export is, and its outputs compared with the dynamic file's.
 
 Detectors and instance segmentors (torchvision R-CNNs, model_type Detector / InstanceSegmentor)
 export in rsdl's detection layout (core/contract/detection_layouts.py, through
 ``training.nets.detection.RsdlLayout``): ``boxes`` [1, N, 4], ``scores`` [1, N], ``class_ids``
 [1, N] and for instance models ``masks`` [1, N, H, W], N = the net's ``box_detections_per_img``.
-The batch is fixed at 1 (rsdl runs fixed-batch models in chunks), height and width are dynamic
-(the nets never resize; ``--fixed-size`` fixes them). Before the file is written, besides
+The batch is fixed at 1 (rsdl runs fixed-batch models in chunks), height and width are fixed at
+the tile size unless ``--dynamic`` (the nets never resize, so they run at any size: rsdl:detect can
+then take other tiles, or a whole image in one pass). Before the file is written, besides
 onnx.checker and the spec read back, ``ObjectDecoder.for_backend`` (rsdl:detect's reader) must
 accept the layout, and parity is checked row by row on seeded inputs (noise with bright squares,
 noise, and noise at twice the size when dynamic): **tolerances ``DETECTION_TOLERANCES``: boxes
@@ -104,11 +115,17 @@ class _Plan:
         return torch.zeros(1, self.channels, self.size, self.size)
 
     def parity_inputs(self) -> list[torch.Tensor]:
-        generator = torch.Generator().manual_seed(PARITY_SEED)
-        shapes = [(batch, self.channels, self.size, self.size) for batch in PARITY_BATCHES]
-        if self.dynamic_size:
-            shapes.append((1, self.channels, 2 * self.size, 2 * self.size))
-        return [torch.randn(shape, generator=generator) for shape in shapes]
+        return parity_inputs(self.channels, self.size, self.dynamic_size)
+
+
+def parity_inputs(channels: int, size: int, dynamic_size: bool) -> list[torch.Tensor]:
+    """Seeded standard-normal inputs (what normalised pixels look like): batch 1 and 3 at ``size``,
+    and batch 1 at twice the size when height and width are dynamic."""
+    generator = torch.Generator().manual_seed(PARITY_SEED)
+    shapes = [(batch, channels, size, size) for batch in PARITY_BATCHES]
+    if dynamic_size:
+        shapes.append((1, channels, 2 * size, 2 * size))
+    return [torch.randn(shape, generator=generator) for shape in shapes]
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -126,14 +143,31 @@ def _outputs(result: Any) -> list[torch.Tensor]:
     )
 
 
-def _runs_at_other_sizes(net: nn.Module, channels: int, size: int) -> bool:
-    """Whether the net runs on a tile of twice the size with image-shaped outputs (fully convolutional)."""
+def _other_size_failure(net: nn.Module, channels: int, size: int) -> str | None:
+    """Why the net cannot have a dynamic height and width: None when it runs on a tile of twice the
+    size with image-shaped outputs (fully convolutional), else the reason."""
     try:
         with torch.no_grad():
             outputs = _outputs(net(torch.zeros(1, channels, 2 * size, 2 * size)))
-    except Exception:  # any failure means: not size-agnostic, export with a fixed size
-        return False
-    return all(output.ndim in (3, 4) for output in outputs)
+    except Exception as error:  # any failure means: not size-agnostic
+        return f"it fails on a {2 * size} x {2 * size} px tile ({type(error).__name__}: {error})"
+    shapes = [list(output.shape) for output in outputs if output.ndim not in (3, 4)]
+    if shapes:
+        return f"its outputs {shapes} are not images [N, C, H, W] that follow the tile's size"
+    return None
+
+
+def _refuse_dynamic(spec: ModelSpec, net: nn.Module, channels: int, size: int) -> None:
+    """Raise unless the net can be exported with a dynamic height and width."""
+    if spec.model_type is ModelType.CLASSIFIER:
+        reason = "a Classifier labels crops of the size it was trained at"
+    else:
+        reason = _other_size_failure(net, channels, size)
+    if reason:
+        raise ExportError(
+            f"--dynamic (a dynamic height and width) needs a net that runs at other tile sizes, but "
+            f"{reason}. Drop --dynamic (dynamic_size=False) to export it at a fixed {size} x {size} px."
+        )
 
 
 class _Probabilities(nn.Module):
@@ -165,7 +199,7 @@ def _plan(
     net: nn.Module,
     spec: ModelSpec,
     sample_size: int | None,
-    dynamic_size: bool | None,
+    dynamic_size: bool,
     provenance: dict[str, Any],
 ) -> _Plan:
     if spec.bands is None:
@@ -183,10 +217,8 @@ def _plan(
         net = _Probabilities(net, activation).eval()  # exporters restore the wrapper's mode
     with torch.no_grad():
         names = _output_names(len(_outputs(net(torch.zeros(1, channels, size, size)))))
-    if dynamic_size is None:
-        dynamic_size = spec.model_type is not ModelType.CLASSIFIER and _runs_at_other_sizes(
-            net, channels, size
-        )
+    if dynamic_size:
+        _refuse_dynamic(spec, net, channels, size)
     if not dynamic_size and spec.tile_size not in (None, size):
         raise ExportError(
             f"The export has fixed {size} x {size} px inputs but the spec's tile_size is "
@@ -220,30 +252,59 @@ def _check_spec(read: ModelSpec, expected: ModelSpec, path: Path) -> None:
         )
 
 
-def _max_abs_diff(backend: ModelBackend, net: nn.Module, batch: torch.Tensor, tolerance: float) -> float:
-    with torch.no_grad():
-        expected = [t.float().numpy() for t in _outputs(net(batch))]
-    got = backend.run(batch.numpy())
+@dataclass(frozen=True)
+class Comparison:
+    """How a comparison's refusals name its two sides: the file written and what it must match."""
+
+    written: str  # "exported model"
+    reference: str  # "the torch net"
+    measure: str  # what the difference is, in the message
+    hint: str  # what a disagreement means
+
+
+TORCH_PARITY = Comparison(
+    "exported model",
+    "the torch net",
+    "max |exported - torch| over all logits",
+    "The export is wrong (an op the exporter mishandles, or a net that behaves differently when "
+    "traced); no file was written.",
+)
+
+
+def compare_outputs(
+    expected: Sequence[np.ndarray],
+    got: Sequence[np.ndarray],
+    input_shape: Sequence[int],
+    tolerance: float,
+    comparison: Comparison = TORCH_PARITY,
+) -> float:
+    """The largest |got - expected| over every output element; raises ExportError above ``tolerance``
+    (or on NaN) and when the outputs' number or shapes differ."""
+    written, reference = comparison.written, comparison.reference
     if len(got) != len(expected):
-        raise ExportError(f"The exported model has {len(got)} outputs, the torch net {len(expected)}.")
+        raise ExportError(f"The {written} has {len(got)} outputs, {reference} {len(expected)}.")
     worst = 0.0
     for head, (want, have) in enumerate(zip(expected, got)):
         if want.shape != have.shape:
             raise ExportError(
-                f"Output {head + 1} of the exported model has shape {list(have.shape)} for input "
-                f"{list(batch.shape)}; the torch net gives {list(want.shape)}."
+                f"Output {head + 1} of the {written} has shape {list(have.shape)} for input "
+                f"{list(input_shape)}; {reference} gives {list(want.shape)}."
             )
         diff = float(np.max(np.abs(want - have))) if want.size else 0.0
         if not diff <= tolerance:  # also catches NaN
             raise ExportError(
-                f"The exported model disagrees with the torch net on input {list(batch.shape)}: the "
-                f"largest absolute difference of output {head + 1} is {diff:.3g}, above the stated "
-                f"tolerance of {tolerance:g} (max |exported - torch| over all logits). The export "
-                "is wrong (an op the exporter mishandles, or a net that behaves differently when "
-                "traced); no file was written."
+                f"The {written} disagrees with {reference} on input {list(input_shape)}: the largest "
+                f"absolute difference of output {head + 1} is {diff:.3g}, above the stated tolerance "
+                f"of {tolerance:g} ({comparison.measure}). {comparison.hint}"
             )
         worst = max(worst, diff)
     return worst
+
+
+def _max_abs_diff(backend: ModelBackend, net: nn.Module, batch: torch.Tensor, tolerance: float) -> float:
+    with torch.no_grad():
+        expected = [t.float().numpy() for t in _outputs(net(batch))]
+    return compare_outputs(expected, backend.run(batch.numpy()), batch.shape, tolerance)
 
 
 def _verify(temp: Path, final: Path, plan: _Plan, tolerance: float) -> tuple[float, tuple]:
@@ -316,7 +377,7 @@ DETECTION_TYPES = (ModelType.DETECTOR, ModelType.INSTANCE_SEGMENTOR)
 DETECTION_TOLERANCES = {"boxes": 1e-3, "scores": 1e-4, "class_ids": 0.0, "masks": 1e-4}
 
 
-def _detection_inputs(channels: int, size: int, dynamic_size: bool) -> list[torch.Tensor]:
+def detection_inputs(channels: int, size: int, dynamic_size: bool) -> list[torch.Tensor]:
     """Seeded parity inputs: normalised noise with bright squares (something to detect), plain
     noise, and noise at twice the size when height and width are dynamic."""
     generator = torch.Generator().manual_seed(PARITY_SEED)
@@ -339,17 +400,32 @@ def _rows_match(want: dict[str, np.ndarray], have: dict[str, np.ndarray], row: i
 
 
 def _detection_diff(backend: ModelBackend, net: nn.Module, batch: torch.Tensor, names: tuple) -> float:
-    """Largest |exported - torch| of matched rows; raises when a row has no partner within the
-    tolerances. Rows match by order; rows whose scores tie (within the score tolerance) may swap,
-    as two sorts of equal scores may order them differently."""
+    """Largest |exported - torch| of matched rows (see :func:`compare_detections`)."""
     with torch.no_grad():
-        want = dict(zip(names, (t.float().numpy()[0] for t in net(batch))))
-    have = dict(zip(names, (np.asarray(a, dtype=np.float32)[0] for a in backend.run(batch.numpy()))))
+        want = [t.float().numpy() for t in net(batch)]
+    comparison = dataclasses.replace(TORCH_PARITY, written="exported detector")
+    return compare_detections(want, backend.run(batch.numpy()), names, batch.shape, comparison)
+
+
+def compare_detections(
+    expected: Sequence[np.ndarray],
+    got: Sequence[np.ndarray],
+    names: Sequence[str],
+    input_shape: Sequence[int],
+    comparison: Comparison = TORCH_PARITY,
+) -> float:
+    """Largest |got - expected| of matched rows of one image's detections (batch 1, rsdl's layout:
+    outputs in the order of ``names``); raises ExportError when a row has no partner within
+    ``DETECTION_TOLERANCES``. Rows match by order; rows whose scores tie (within the score
+    tolerance) may swap, as two sorts of equal scores may order them differently."""
+    written, reference = comparison.written, comparison.reference
+    want = dict(zip(names, (np.asarray(a, dtype=np.float32)[0] for a in expected)))
+    have = dict(zip(names, (np.asarray(a, dtype=np.float32)[0] for a in got)))
     for name in names:
         if want[name].shape != have[name].shape:
             raise ExportError(
-                f"The exported detector's '{name}' has shape {list(have[name].shape)} for input "
-                f"{list(batch.shape)}; the torch net gives {list(want[name].shape)}."
+                f"The {written}'s '{name}' has shape {list(have[name].shape)} for input "
+                f"{list(input_shape)}; {reference} gives {list(want[name].shape)}."
             )
     worst = 0.0
     for row in range(len(want["scores"])):
@@ -361,8 +437,8 @@ def _detection_diff(backend: ModelBackend, net: nn.Module, batch: torch.Tensor, 
                 name: float(np.max(np.abs(want[name][row] - have[name][row]), initial=0.0)) for name in names
             }
             raise ExportError(
-                f"The exported detector disagrees with the torch net on input {list(batch.shape)}: row "
-                f"{row} (torch score {want['scores'][row]:.4g}) differs by {differences}, above the "
+                f"The {written} disagrees with {reference} on input {list(input_shape)}: row {row} "
+                f"(score {want['scores'][row]:.4g} in {reference}) differs by {differences}, above the "
                 f"stated tolerances {DETECTION_TOLERANCES}, and no tied row matches it. No file was written."
             )
         worst = max(
@@ -377,11 +453,11 @@ def _export_detector_onnx(
     path: Path,
     opset: int,
     sample_size: int | None,
-    dynamic_size: bool | None,
+    dynamic_size: bool,
 ) -> ExportResult:
     """A torchvision R-CNN in rsdl's detection layout (see :class:`training.nets.detection.RsdlLayout`):
     batch fixed at 1 (torchvision's detectors trace one image at a time; rsdl runs fixed-batch
-    models in chunks), height and width dynamic unless ``dynamic_size`` is False."""
+    models in chunks), height and width fixed at the tile size unless ``dynamic_size``."""
     import onnx
 
     from rsdl_qgis_plugin.inference.detector import ObjectDecoder
@@ -400,7 +476,6 @@ def _export_detector_onnx(
     size = sample_size or spec.tile_size
     if not size or size < 1:
         raise ExportError("Give a sample (tile) size: the spec has no 'tile_size'.")
-    dynamic_size = True if dynamic_size is None else dynamic_size
     if not dynamic_size and spec.tile_size not in (None, size):
         raise ExportError(
             f"The export has fixed {size} x {size} px inputs but the spec's tile_size is {spec.tile_size}."
@@ -453,7 +528,7 @@ def _export_detector_onnx(
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise ExportError(f"onnx.checker rejects the exported model: {error}") from None
-    inputs = _detection_inputs(channels, size, dynamic_size)
+    inputs = detection_inputs(channels, size, dynamic_size)
     with atomic_file(path, sidecars=()) as temp:
         temp.write_bytes(model.SerializeToString())
         try:
@@ -481,11 +556,13 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     sample_size: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    dynamic_size: bool | None = None,
+    dynamic_size: bool = False,
 ) -> ExportResult:
     """Write ``net`` (normalised float32 NCHW -> logits) as ONNX with ``spec``, verified.
 
     ``sample_size`` is the tile side used to trace and check (default: ``spec.tile_size``).
+    The input's height and width are fixed at it unless ``dynamic_size`` (refused for nets that do
+    not run at other sizes); the batch is dynamic (detectors: 1).
     Raises ExportError, leaving no file, when ``onnx.checker``, the plugin's reader or the parity
     check (max |onnxruntime - torch| <= ``tolerance``, default 1e-4) fails.
 
@@ -511,7 +588,7 @@ def export_torchscript(
     path: str | os.PathLike,
     sample_size: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    dynamic_size: bool | None = None,
+    dynamic_size: bool = False,
 ) -> ExportResult:
     """Write ``net`` as a traced TorchScript file with ``spec`` as the extra file ``rsdl_spec.json``.
 
@@ -547,10 +624,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training export",
         description="Export a checkpoint to ONNX and/or TorchScript with its spec, verified against "
-        f"torch (max absolute difference of the logits <= --tolerance, default {DEFAULT_TOLERANCE:g}).",
+        f"torch (max absolute difference of the logits <= --tolerance, default {DEFAULT_TOLERANCE:g}). "
+        "Height and width are fixed at the tile size unless --dynamic; the batch is dynamic "
+        "(detectors: 1). --from-onnx instead fixes the height and width of an rsdl ONNX file that "
+        "has dynamic ones (no checkpoint needed).",
     )
-    parser.add_argument(
-        "--checkpoint", required=True, type=Path, help="Lightning checkpoint (.ckpt) to export"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="Lightning checkpoint (.ckpt) to export")
+    source.add_argument(
+        "--from-onnx",
+        type=Path,
+        metavar="ONNX",
+        help="an rsdl ONNX file with a dynamic height and width: written to --output (which may be "
+        "the same file) with the input fixed at its spec's tile size, the batch unchanged, and only "
+        "if its outputs equal the source's; a file already fixed is left alone. Only --output applies",
     )
     parser.add_argument(
         "--output",
@@ -559,18 +646,14 @@ def _parser() -> argparse.ArgumentParser:
         help="file to write; with --format both, the ONNX file, and the TorchScript file beside it "
         "with the suffix .pt. Its folder is created when missing.",
     )
-    parser.add_argument(
-        "--format", choices=FORMATS, default="onnx", help="onnx (default), torchscript, or both"
-    )
-    parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset to pin (default {DEFAULT_OPSET})"
-    )
+    parser.add_argument("--format", choices=FORMATS, help="onnx (default), torchscript, or both")
+    parser.add_argument("--opset", type=int, help=f"ONNX opset to pin (default {DEFAULT_OPSET})")
     parser.add_argument(
         "--tile-size",
         type=int,
         default=None,
-        help="tile side in pixels written into the spec and used to trace and check (default: the "
-        "task's tile size)",
+        help="tile side in pixels written into the spec, the fixed input size (without --dynamic), and "
+        "used to trace and check (default: the task's tile size)",
     )
     parser.add_argument(
         "--overlap",
@@ -583,14 +666,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tolerance",
         type=float,
-        default=DEFAULT_TOLERANCE,
         help=f"largest allowed absolute difference between exported and torch logits "
         f"(default {DEFAULT_TOLERANCE:g})",
     )
     parser.add_argument(
-        "--fixed-size",
+        "--dynamic",
         action="store_true",
-        help="export a fixed height and width (the tile size) even for a fully convolutional net",
+        help="export a dynamic height and width (any tile size; Deepness then runs the model headless "
+        "only, its dock widget cannot load it). Refused for nets that do not run at other sizes "
+        "(classifiers); default: fixed at the tile size",
     )
     parser.add_argument(
         "--confidence-threshold",
@@ -617,10 +701,16 @@ def with_confidence_threshold(spec: ModelSpec, threshold: float | None) -> Model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training export``: returns 0 when every requested file was written and verified."""
+    """``python -m training export``: returns 0 when every requested file was written and verified
+    (with --from-onnx: also when the file was already fixed, and nothing was written)."""
     args = _parser().parse_args(argv)
+    if args.from_onnx is not None:
+        return _main_from_onnx(args)
     from .checkpoints import load_checkpoint_net  # the task side of the package; imported on use
 
+    export_format = args.format or "onnx"
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     try:
         net, spec = load_checkpoint_net(args.checkpoint)
         if args.tile_size:
@@ -633,22 +723,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = dataclasses.replace(spec, tiles_overlap_percent=args.overlap)
         spec = with_confidence_threshold(spec, args.confidence_threshold)
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        dynamic = False if args.fixed_size else None
         results = []
-        if args.format in ("onnx", "both"):
-            results.append(export_onnx(net, spec, args.output, args.opset, None, args.tolerance, dynamic))
-        if args.format in ("torchscript", "both"):
-            target = args.output.with_suffix(".pt") if args.format == "both" else args.output
-            results.append(export_torchscript(net, spec, target, None, args.tolerance, dynamic))
+        if export_format in ("onnx", "both"):
+            results.append(export_onnx(net, spec, args.output, opset, None, tolerance, args.dynamic))
+        if export_format in ("torchscript", "both"):
+            target = args.output.with_suffix(".pt") if export_format == "both" else args.output
+            results.append(export_torchscript(net, spec, target, None, tolerance, args.dynamic))
     except RsdlError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
     for result in results:
-        size = "dynamic" if result.dynamic_size else f"{result.spec.tile_size} x {result.spec.tile_size}"
+        tile = result.spec.tile_size
+        size = "dynamic" if result.dynamic_size else f"fixed {tile} x {tile}"
         batch = "1" if result.spec.model_type in DETECTION_TYPES else "dynamic"  # rsdl's layout: one image
         print(
             f"{result.format}: {result.path} (batch {batch}, height/width {size}); plugin reads its "
             f"spec back unchanged; max |exported - torch| = {result.max_abs_diff:.2e} <= "
             f"{result.tolerance:g} on inputs {[list(s) for s in result.checked_shapes]}"
         )
+    return 0
+
+
+def _main_from_onnx(args: argparse.Namespace) -> int:
+    """``--from-onnx``: fix the height and width of an existing rsdl ONNX file (onnx_fixed_size.py)."""
+    from .onnx_fixed_size import fix_onnx_size  # it imports this module: imported on use
+
+    given = {
+        "--format": args.format,
+        "--opset": args.opset,
+        "--tile-size": args.tile_size,
+        "--overlap": args.overlap,
+        "--tolerance": args.tolerance,
+        "--dynamic": args.dynamic or None,
+        "--confidence-threshold": args.confidence_threshold,
+    }
+    extra = [name for name, value in given.items() if value is not None]
+    try:
+        if extra:
+            raise RsdlError(
+                f"--from-onnx takes only --output; {', '.join(extra)} apply to an export from a "
+                "checkpoint (the fixed file keeps the source's spec, opset and tile size)."
+            )
+        result = fix_onnx_size(args.from_onnx, args.output)
+    except RsdlError as error:
+        print(f"export failed: {error}", file=sys.stderr)
+        return 1
+    print(result.summary())
     return 0

@@ -1,16 +1,21 @@
-"""The released models in models/, run through qgis_process as an analyst would."""
+"""The released models in models/, run through qgis_process as an analyst would, and the input shape
+every released file must have."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import onnx
 import pytest
 from osgeo import gdal
 
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from tests.classify_cases import read_features
 from tests.rasterize_cases import gdal_rasterize_oracle, read_band
 
 pytestmark = pytest.mark.qgis_process
+RELEASED = sorted((Path(__file__).resolve().parents[2] / "models").glob("*/model.onnx"))
 ABER_MIN_IOU = 0.9  # measured 0.995-1.000
 KAMPALA_MIN_ACCURACY = 0.8
 
@@ -128,3 +133,26 @@ def test_sample_scene_landcover_on_the_held_out_scene(qgis_process, repo_root, s
         found = predicted == value
         iou = (found & expected).sum() / (found | expected).sum()
         assert iou > minimum, (name, iou)
+
+
+@pytest.mark.parametrize("model", RELEASED, ids=[path.parent.name for path in RELEASED])
+def test_every_released_model_has_a_fixed_input_of_its_tile_size(model):
+    """Integer height and width equal to the spec's tile size: Deepness's dock widget takes the tile
+    size from the input shape (``input_0_shape[-1]``) and cannot load a model whose height and width
+    are names ('Failed to load the model!'). Export fixes them by default; ``python -m training export
+    --from-onnx`` fixes a file exported dynamic."""
+    loaded = onnx.load(str(model), load_external_data=False)
+    spec = ModelSpec.from_metadata({prop.key: prop.value for prop in loaded.metadata_props})
+    if spec.model_type in (ModelType.DETECTOR, ModelType.INSTANCE_SEGMENTOR):
+        pytest.skip(
+            "rsdl's detection layout: Deepness's dock widget cannot load it at any input size, and "
+            "rsdl:detect uses the dynamic size (other tile sizes, a whole image in one pass)"
+        )
+    weights = {tensor.name for tensor in loaded.graph.initializer}
+    (image,) = [value for value in loaded.graph.input if value.name not in weights]
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in image.type.tensor_type.shape.dim]
+    assert spec.tile_size, f"{model} has no tile_size in its spec"
+    assert dims[2:] == [spec.tile_size, spec.tile_size], (
+        f"{model.parent.name}: input {dims}, tile_size {spec.tile_size}; fix it with python -m training "
+        f"export --from-onnx {model.relative_to(model.parents[2])} --output ..."
+    )

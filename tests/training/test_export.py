@@ -1,5 +1,7 @@
 """Export: ONNX/torch parity within the stated tolerance, loud failures that leave no file, the spec
-round trip through the plugin's reader, and the exported model run by the plugin's tiled engine."""
+round trip through the plugin's reader, the exported model run by the plugin's tiled engine, a
+fixed height and width by default (--dynamic for any size), and --from-onnx, which fixes the size
+of a file exported dynamic."""
 
 from __future__ import annotations
 
@@ -74,16 +76,22 @@ def without_export(spec: ModelSpec) -> dict:
     return {k: v for k, v in spec.training.items() if k != "export"}
 
 
+def dims(value: onnx.ValueInfoProto) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
 def test_onnx_export_matches_torch_and_carries_the_whole_spec(tmp_path):
     net = fcn()
     path = tmp_path / "seg.onnx"
     result = export_onnx(net, SPEC, path)
 
-    assert result.max_abs_diff <= DEFAULT_TOLERANCE and result.dynamic_size
+    # By default height and width are the spec's tile size (Deepness's dock widget reads them as
+    # the tile size) and the batch is dynamic.
+    assert result.max_abs_diff <= DEFAULT_TOLERANCE and not result.dynamic_size
     model = onnx.load(str(path))
     assert {o.domain: o.version for o in model.opset_import}[""] == 17
-    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == ["batch", 3, "height", "width"]
+    assert dims(model.graph.input[0]) == ["batch", 3, 32, 32]
+    assert dims(model.graph.output[0]) == ["batch", 3, 32, 32]
     metadata = {p.key: p.value for p in model.metadata_props}
     for key in ("class_names", "class_colors", "bands", "standardization_mean", "standardization_std"):
         assert key in metadata
@@ -99,13 +107,68 @@ def test_onnx_export_matches_torch_and_carries_the_whole_spec(tmp_path):
     assert without_export(read) == json.loads(json.dumps(SPEC.training))
     assert read.training["export"]["opset"] == 17
     assert read.training["export"]["tolerance"] == DEFAULT_TOLERANCE
+    assert read.training["export"]["dynamic_size"] is False
+    backend = load_model(path, device="cpu")
+    assert backend.input_size == (32, 32) and backend.fixed_batch is None
 
-    # Independent of export's own check: onnxruntime directly, at a batch and size it never checked.
-    x = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(5))
+    # Independent of export's own check: onnxruntime directly, at a batch it never checked.
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = net(x).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=DEFAULT_TOLERANCE)
+
+
+def test_dynamic_export_takes_any_height_and_width(tmp_path):
+    net = fcn()
+    result = export_onnx(net, SPEC, tmp_path / "seg.onnx", dynamic_size=True)
+    assert result.dynamic_size and result.max_abs_diff <= DEFAULT_TOLERANCE
+    assert [3, 32, 32] in [list(shape[1:]) for shape in result.checked_shapes]
+    assert [1, 3, 64, 64] in [list(shape) for shape in result.checked_shapes]  # twice the size
+    model = onnx.load(str(result.path))
+    assert dims(model.graph.input[0]) == ["batch", 3, "height", "width"]
+    assert dims(model.graph.output[0]) == ["batch", 3, "output_height", "output_width"]
+    assert load_model(result.path, device="cpu").spec.training["export"]["dynamic_size"] is True
+
+    x = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(5))
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=DEFAULT_TOLERANCE)
+
+
+class FixedSizeSegmentation(nn.Module):
+    """Per-pixel logits through a dense layer over the whole tile: runs at one size only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.dense = nn.Linear(3 * 32 * 32, 3 * 32 * 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(x.flatten(1)).view(-1, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("make_net", "spec", "reason"),
+    [
+        (
+            classifier,
+            dataclasses.replace(
+                SPEC, model_type=ModelType.CLASSIFIER, class_names={0: "a", 1: "b"}, class_colors={}
+            ),
+            "a Classifier labels crops",
+        ),
+        (FixedSizeSegmentation, SPEC, "it fails on a 64 x 64 px tile"),
+    ],
+)
+@pytest.mark.parametrize("export", [export_onnx, export_torchscript])
+def test_dynamic_is_refused_for_nets_that_run_at_one_size(tmp_path, make_net, spec, reason, export):
+    with pytest.raises(ExportError, match=f"--dynamic .*{reason}.*Drop --dynamic") as refused:
+        export(make_net(), spec, tmp_path / "x.model", dynamic_size=True)
+    assert "fixed 32 x 32 px" in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+    assert not export(make_net(), spec, tmp_path / "x.model").dynamic_size  # the default works
 
 
 @pytest.mark.parametrize("export", [export_onnx, export_torchscript])
@@ -215,9 +278,23 @@ def test_main_writes_both_formats_from_a_checkpoint(tmp_path, monkeypatch, capsy
     output = tmp_path / "models" / "seg.onnx"
     args = ["--checkpoint", "best.ckpt", "--output", str(output), "--format", "both", "--tile-size", "24"]
     assert main(args) == 0
-    assert "max |exported - torch|" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "max |exported - torch|" in printed and "height/width fixed 24 x 24" in printed
     for path in (output, output.with_suffix(".pt")):
         assert load_model(path, device="cpu").spec.tile_size == 24
+    assert dims(onnx.load(str(output)).graph.input[0]) == ["batch", 3, 24, 24]
+
+    dynamic = tmp_path / "models" / "dynamic.onnx"
+    assert main(["--checkpoint", "best.ckpt", "--output", str(dynamic), "--dynamic"]) == 0
+    assert "height/width dynamic" in capsys.readouterr().out
+    assert dims(onnx.load(str(dynamic)).graph.input[0]) == ["batch", 3, "height", "width"]
+
+    monkeypatch.setattr(
+        "training.checkpoints.load_checkpoint_net", lambda path: (FixedSizeSegmentation(), SPEC)
+    )
+    assert main(["--checkpoint", "best.ckpt", "--output", str(tmp_path / "one_size.onnx"), "--dynamic"]) == 1
+    assert "Drop --dynamic" in capsys.readouterr().err
+    assert not (tmp_path / "one_size.onnx").exists()
 
     monkeypatch.setattr("training.checkpoints.load_checkpoint_net", lambda path: (TamperedOnExport(), SPEC))
     assert main(["--checkpoint", "best.ckpt", "--output", str(tmp_path / "bad.onnx")]) == 1
@@ -317,25 +394,28 @@ def detector_spec(model_type: ModelType) -> ModelSpec:
 
 
 @pytest.mark.parametrize(
-    ("architecture", "model_type"),
+    ("architecture", "model_type", "dynamic"),
     [
-        ("fasterrcnn_mobilenet_v3", ModelType.DETECTOR),
-        ("maskrcnn_mobilenet_v3", ModelType.INSTANCE_SEGMENTOR),
+        ("fasterrcnn_mobilenet_v3", ModelType.DETECTOR, False),
+        ("maskrcnn_mobilenet_v3", ModelType.INSTANCE_SEGMENTOR, True),
     ],
 )
-def test_detector_export_round_trip(architecture, model_type, tmp_path):
+def test_detector_export_round_trip(architecture, model_type, dynamic, tmp_path):
+    """Detectors: batch 1; height and width fixed at the tile size by default, any with --dynamic
+    (then --from-onnx fixes the file, with the same detections)."""
     from rsdl_qgis_plugin.inference.detector import ObjectDecoder
     from training.export import DETECTION_TOLERANCES
     from training.nets.detection import RsdlLayout, build_detector
+    from training.onnx_fixed_size import fix_onnx_size
 
     torch.manual_seed(0)
     net = build_detector(architecture, 2, chip_size=64, box_detections_per_img=25).eval()
     spec = detector_spec(model_type)
-    result = export_onnx(net, spec, tmp_path / "det.onnx")
-    assert result.dynamic_size and result.max_abs_diff <= max(DETECTION_TOLERANCES.values())
+    result = export_onnx(net, spec, tmp_path / "det.onnx", dynamic_size=dynamic)
+    assert result.dynamic_size is dynamic and result.max_abs_diff <= max(DETECTION_TOLERANCES.values())
 
     backend = load_model(result.path, device="cpu")
-    assert backend.fixed_batch == 1 and backend.input_size == (None, None)
+    assert backend.fixed_batch == 1 and backend.input_size == ((None, None) if dynamic else (64, 64))
     read = backend.spec
     assert read == result.spec and read.model_type is model_type
     assert (read.det_conf, read.det_iou_thresh, read.class_names) == (0.3, 0.5, spec.class_names)
@@ -349,15 +429,16 @@ def test_detector_export_round_trip(architecture, model_type, tmp_path):
     # Independently of export's own check: onnxruntime at a size it never checked, decoded by
     # rsdl:detect's decoder, gives the objects the torch net gives.
     decoder = ObjectDecoder.for_backend(backend)
-    x = torch.randn(2, 3, 96, 80, generator=torch.Generator().manual_seed(7))
+    height, width = (96, 80) if dynamic else (64, 64)
+    x = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(7))
     x[:, 0, 20:40, 10:30] += 2.0
     got = backend.run(x.numpy())  # batch 2 runs as two chunks of the fixed batch 1
     with torch.no_grad():
         expected = [t.numpy() for t in RsdlLayout(net)(x)]
     for have, want in zip(got, expected):
         assert have.shape == want.shape
-    decoded = decoder.decode(got, 0.05, 0.5, False, 96)
-    oracle = decoder.decode(expected, 0.05, 0.5, False, 96)
+    decoded = decoder.decode(got, 0.05, 0.5, False, height)
+    oracle = decoder.decode(expected, 0.05, 0.5, False, height)
     assert sum(len(d.boxes) for d in oracle) > 0
     for mine, theirs in zip(decoded, oracle):
         np.testing.assert_allclose(mine.boxes, theirs.boxes, atol=DETECTION_TOLERANCES["boxes"])
@@ -365,6 +446,19 @@ def test_detector_export_round_trip(architecture, model_type, tmp_path):
         np.testing.assert_array_equal(mine.class_ids, theirs.class_ids)
         if model_type is ModelType.INSTANCE_SEGMENTOR:
             assert [m.pixel_count for m in mine.masks] == [m.pixel_count for m in theirs.masks]
+
+    fixed = fix_onnx_size(result.path, tmp_path / "fixed.onnx")
+    if not dynamic:
+        assert not fixed.written and not (tmp_path / "fixed.onnx").exists()
+        return
+    assert fixed.written and fixed.max_abs_diff <= max(DETECTION_TOLERANCES.values())
+    model = onnx.load(str(fixed.path))
+    assert dims(model.graph.input[0]) == [1, 3, 64, 64]
+    assert dims(model.graph.output[3]) == [1, 25, 64, 64]  # the masks followed the input
+    reread = load_model(fixed.path, device="cpu")
+    assert reread.input_size == (64, 64) and reread.fixed_batch == 1
+    assert reread.spec.training["export"]["dynamic_size"] is False
+    assert reread.spec.training["export"]["rows"] == 25  # the rest of the export entry is kept
 
 
 def test_detector_torchscript_export_is_refused(tmp_path):
@@ -374,3 +468,137 @@ def test_detector_torchscript_export_is_refused(tmp_path):
     with pytest.raises(ExportError, match="export it to ONNX"):
         export_torchscript(net, detector_spec(ModelType.DETECTOR), tmp_path / "det.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- --from-onnx: fix the size of a file exported dynamic ----------------------------------------
+
+
+def dynamic_file(folder: Path, spec: ModelSpec = SPEC) -> Path:
+    return export_onnx(fcn(), spec, folder / "dynamic.onnx", dynamic_size=True).path
+
+
+def outputs_of(path: Path, x: np.ndarray) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_from_onnx_fixes_a_dynamic_file_with_identical_outputs(tmp_path, capsys, in_place):
+    source = dynamic_file(tmp_path)
+    before = source.read_bytes()
+    output = source if in_place else tmp_path / "out" / "fixed.onnx"
+    assert main(["--from-onnx", str(source), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "input [batch, 3, 32, 32], was [batch, 3, height, width]" in printed
+    assert "max |fixed - dynamic| = 0.00e+00" in printed
+    assert leftover_temporaries(output.parent) == []
+
+    model, original = onnx.load(str(output)), onnx.load_from_string(before)
+    onnx.checker.check_model(model, full_check=True)
+    assert dims(model.graph.input[0]) == ["batch", 3, 32, 32]
+    assert dims(model.graph.output[0]) == ["batch", 3, 32, 32]
+    assert model.graph.node == original.graph.node and model.graph.initializer == original.graph.initializer
+    props = {p.key: p.value for p in model.metadata_props}
+    original_props = {p.key: p.value for p in original.metadata_props}
+    assert {k for k in props if props[k] != original_props.get(k)} == {"training"}
+
+    # The spec as the plugin reads it: the source's, but the export entry says fixed (and how).
+    read, source_spec = load_model(output, device="cpu").spec, ModelSpec.from_metadata(original_props)
+    assert dataclasses.replace(read, training={}) == dataclasses.replace(source_spec, training={})
+    export = read.training.pop("export")
+    source_export = source_spec.training.pop("export")
+    assert read.training == source_spec.training
+    assert source_export["dynamic_size"] is True and export["dynamic_size"] is False
+    assert export["fixed_from_dynamic"]["input"] == ["batch", 3, "height", "width"]
+    assert {k: v for k, v in export.items() if k not in ("dynamic_size", "fixed_from_dynamic")} == {
+        k: v for k, v in source_export.items() if k != "dynamic_size"
+    }
+
+    # Independent of the fixer's own check: onnxruntime on both files, at batches it never checked.
+    source_copy = tmp_path / "source_copy.onnx"
+    source_copy.write_bytes(before)
+    for batch in (2, 5):
+        x = np.random.default_rng(batch).normal(size=(batch, 3, 32, 32)).astype(np.float32)
+        np.testing.assert_array_equal(outputs_of(output, x), outputs_of(source_copy, x))
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_from_onnx_leaves_a_fixed_file_alone(tmp_path, capsys, in_place):
+    source = export_onnx(fcn(), SPEC, tmp_path / "fixed.onnx").path
+    before, modified = source.read_bytes(), source.stat().st_mtime_ns
+    output = source if in_place else tmp_path / "other.onnx"
+    assert main(["--from-onnx", str(source), "--output", str(output)]) == 0
+    assert (
+        "already has a fixed input [batch, 3, 32, 32]; left alone, nothing written" in capsys.readouterr().out
+    )
+    assert source.read_bytes() == before and source.stat().st_mtime_ns == modified
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed.onnx"]
+
+
+def without_props(path: Path, keys: set[str], folder: Path) -> Path:
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in keys]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    target = folder / f"without_{len(keys)}.onnx"
+    onnx.save(model, str(target))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("make_source", "message"),
+    [
+        (lambda folder: folder / "missing.onnx", "does not exist"),
+        (lambda folder: folder / "not_a_model.onnx", "not an ONNX file"),
+        (lambda folder: folder / "seg.pt", "not an ONNX file"),
+        (
+            lambda folder: without_props(dynamic_file(folder), {"rsdl_spec_version"}, folder),
+            "is not an rsdl model",
+        ),
+        (
+            lambda folder: without_props(dynamic_file(folder), {"tile_size", "tiles_size"}, folder),
+            "has no tile_size",
+        ),
+    ],
+    ids=["missing", "text", "torchscript", "not_rsdl", "no_tile_size"],
+)
+def test_from_onnx_refuses_what_it_cannot_fix(tmp_path, capsys, make_source, message):
+    (tmp_path / "not_a_model.onnx").write_text("This is a text file, not a model.\n")
+    export_torchscript(fcn(), SPEC, tmp_path / "seg.pt")
+    source = make_source(tmp_path)
+    output = tmp_path / "out" / "fixed.onnx"
+    assert main(["--from-onnx", str(source), "--output", str(output)]) == 1
+    error = capsys.readouterr().err
+    assert message in error and error.startswith("export failed: --from-onnx")
+    assert not output.exists() and leftover_temporaries(tmp_path) == []
+
+
+def test_from_onnx_takes_only_an_output(tmp_path, capsys):
+    source = dynamic_file(tmp_path)
+    assert main(["--from-onnx", str(source), "--output", str(source), "--dynamic", "--tile-size", "64"]) == 1
+    assert "--from-onnx takes only --output; --tile-size, --dynamic apply" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: not allowed with --checkpoint
+        main(["--from-onnx", str(source), "--checkpoint", "best.ckpt", "--output", str(source)])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_from_onnx_never_leaves_a_half_written_file(tmp_path, monkeypatch, capsys, in_place):
+    """A check that fails after the fixed file is written (here: its outputs, made to disagree)
+    leaves the output as it was and no temporary file."""
+    from training import onnx_fixed_size
+
+    source = dynamic_file(tmp_path)
+    output = source if in_place else tmp_path / "fixed.onnx"
+    if not in_place:
+        output.write_bytes(b"an older model")
+    before = output.read_bytes()
+
+    def disagree(*args, **kwargs):
+        raise ExportError("The fixed-size model disagrees with the dynamic source file (simulated).")
+
+    monkeypatch.setattr(onnx_fixed_size, "compare_outputs", disagree)
+    assert main(["--from-onnx", str(source), "--output", str(output)]) == 1
+    assert "disagrees with the dynamic source file" in capsys.readouterr().err
+    assert output.read_bytes() == before
+    assert leftover_temporaries(tmp_path) == []
