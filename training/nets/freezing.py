@@ -1,12 +1,14 @@
 """Freeze a net's backbone and unfreeze its last blocks (transfer learning), for any rsdl net.
 
 The backbone is everything but the head: a classifier's ``fc``/``classifier``, a U-Net's
-decoder and segmentation head (its backbone is ``encoder``). Its blocks, in forward order, are
-the stem and ``layer1..4`` for ResNets, the stages of ``features`` for EfficientNet/MobileNet,
-the stem, the stages of ``blocks`` and the head convolution for timm's EfficientNet/MobileNetV3
-(smp's ``tu-`` encoders included), and the parameterised children (ModuleLists expanded)
-otherwise. Frozen parameters have ``requires_grad = False``; batch-norm layers keep updating
-their running statistics in train mode.
+decoder and segmentation head (its backbone is ``encoder``), a torchvision R-CNN's FPN, RPN and
+RoI heads (its backbone is ``backbone.body``, the part ImageNet weights fill). Its blocks, in
+forward order, are the stem and ``layer1..4`` for ResNets, the stages of ``features`` for
+EfficientNet/MobileNet, the stem, the stages of ``blocks`` and the head convolution for timm's
+EfficientNet/MobileNetV3 (smp's ``tu-`` encoders and the detectors' EfficientNet-Lite included),
+and the parameterised children (ModuleLists expanded) otherwise (the detectors' MobileNetV3).
+Frozen parameters have ``requires_grad = False``; batch-norm layers keep updating their running
+statistics in train mode.
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ from __future__ import annotations
 from torch import nn
 
 
+def _is_rcnn(net: nn.Module) -> bool:
+    return hasattr(net, "roi_heads") and hasattr(net, "rpn")
+
+
 def backbone_of(net: nn.Module) -> nn.Module:
-    """The feature extractor: a U-Net's encoder, or the classifier itself minus its head."""
+    """The feature extractor: a U-Net's encoder, an R-CNN's FPN body, or the classifier itself
+    minus its head."""
+    if _is_rcnn(net):
+        return net.backbone.body
     return net.encoder if hasattr(net, "encoder") else net
 
 
@@ -59,6 +68,8 @@ def head_of(net: nn.Module) -> nn.Module:
     """The part trained from scratch for the task."""
     if hasattr(net, "encoder"):
         return nn.ModuleList([net.decoder, net.segmentation_head])
+    if _is_rcnn(net):
+        return nn.ModuleList([net.backbone.fpn, net.rpn, net.roi_heads])
     for name in ("fc", "classifier", "head"):
         if hasattr(net, name):
             return getattr(net, name)

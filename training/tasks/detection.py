@@ -24,6 +24,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
@@ -33,11 +34,13 @@ from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from ..nets.detection import (
     DEFAULT_DETECTIONS,
     DEFAULT_PROPOSALS,
+    backbone_name,
     build_detector,
     is_instance_detector,
+    split_architecture,
 )
-from ..nets.weights import load_matching, read_weights
 from .base import RsdlTask
+from .finetuning import UnfreezeLastBlocks
 from .metrics import make_loss_mean, metric_key
 
 MASK_THRESHOLD = 0.5  # a predicted mask's pixels: probability above this (rsdl's decoder's rule)
@@ -101,10 +104,18 @@ class DetectionTask(RsdlTask):
     Args:
         num_classes: object classes, background not counted (the CLI links it from the data module).
         in_channels: input bands (linked from the data module).
-        architecture: "fasterrcnn_mobilenet_v3" (boxes) or "maskrcnn_mobilenet_v3" (boxes and
-            instance masks); see training/nets/detection.py.
-        weights: optional local state-dict file of a detector (e.g. another rsdl detector's
-            checkpoint); tensors load where names and shapes match. Never downloaded.
+        architecture: "fasterrcnn_<backbone>" (boxes) or "maskrcnn_<backbone>" (boxes and instance
+            masks), backbone "mobilenet_v3" or "efficientnet_lite0" (lite1, lite2); see
+            training/nets/detection.py.
+        weights: "imagenet-efficientnet-lite0" (lite1, lite2): the bundled ImageNet weights in the
+            backbone of the matching *_efficientnet_lite0 detector; or an optional local state-dict
+            file of a detector (e.g. another rsdl detector's checkpoint), loaded where names and
+            shapes match. Never downloaded.
+        freeze_backbone: train the FPN and heads with the backbone frozen first (for ImageNet
+            weights); off (the default) trains all.
+        unfreeze_at_epoch, unfreeze_blocks, finetune_lr_factor: at that epoch the last N backbone
+            blocks start training at finetune_lr_factor x the heads' learning rate
+            (training/tasks/finetuning.py).
         box_detections_per_img: objects the net returns per chip (the export's rows N).
         proposals: region proposals per chip at inference.
         score_threshold: the deployment confidence, written into the spec as ``det_conf``
@@ -122,6 +133,10 @@ class DetectionTask(RsdlTask):
         in_channels: int,
         architecture: str = "fasterrcnn_mobilenet_v3",
         weights: str | None = None,
+        freeze_backbone: bool = False,
+        unfreeze_at_epoch: int = 1,
+        unfreeze_blocks: int = 2,
+        finetune_lr_factor: float = 0.1,
         box_detections_per_img: int = DEFAULT_DETECTIONS,
         proposals: int = DEFAULT_PROPOSALS,
         score_threshold: float = 0.5,
@@ -143,9 +158,8 @@ class DetectionTask(RsdlTask):
             box_detections_per_img=box_detections_per_img,
             proposals=proposals,
             box_nms_thresh=iou_threshold,
+            weights=weights,
         )
-        if weights:
-            load_matching(self.net, read_weights(weights))
         self.loss = nn.Identity()  # torchvision computes the losses inside the net
         self.stage_metrics = nn.ModuleDict(
             {
@@ -154,6 +168,15 @@ class DetectionTask(RsdlTask):
             }
         )
         self.stage_loss = nn.ModuleDict({stage: make_loss_mean() for stage in ("val", "test")})
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        if not self.hparams.freeze_backbone:
+            return []
+        return [
+            UnfreezeLastBlocks(
+                self.hparams.unfreeze_at_epoch, self.hparams.unfreeze_blocks, self.hparams.finetune_lr_factor
+            )
+        ]
 
     def make_stage_metrics(self, num_classes: int) -> nn.Module:
         # Replaced in __init__ by MeanAveragePrecision once the architecture is known.
@@ -173,9 +196,10 @@ class DetectionTask(RsdlTask):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         object_task = getattr(datamodule, "object_task", None)
         if self.instance and object_task == "detection":
+            backbone = split_architecture(self.hparams.architecture)[1]
             raise ValueError(
                 f"{self.hparams.architecture} learns instance masks, but the data have boxes only "
-                "(object_task 'detection'); use fasterrcnn_mobilenet_v3 or data with masks."
+                f"(object_task 'detection'); use fasterrcnn_{backbone} or data with masks."
             )
 
     # -- steps --------------------------------------------------------------------------------
@@ -277,13 +301,15 @@ class DetectionTask(RsdlTask):
     # -- the model contract -------------------------------------------------------------------
 
     def spec_training_info(self) -> dict[str, Any]:
+        backbone, backbone_library = backbone_name(self.hparams.architecture)
         return {
             "task": "instance_segmentation" if self.instance else "detection",
             "output": "detections",
             "net": {
                 "architecture": self.hparams.architecture,
-                "backbone": "mobilenet_v3_large_fpn",
-                "library": "torchvision",
+                "backbone": backbone,
+                "library": "torchvision",  # the R-CNN, FPN and heads
+                "backbone_library": backbone_library,
             },
             "box_detections_per_img": self.hparams.box_detections_per_img,
         }
