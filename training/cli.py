@@ -27,6 +27,7 @@ DISPATCHED = {
     "explain": "Integrated Gradients attributions (PNG overlays, GeoTIFF)",
     "predict": "headless batch prediction over rasters with the plugin's inference engine",
     "crossval": "k-fold spatial cross-validation: a fit per fold, pooled per-class metrics",
+    "pretrain": "self-supervised pretraining (BYOL, SimCLR) of an encoder on unlabelled rasters",
     "compare": "checkpoints side by side: held-out metrics, size, CPU ms per chip, a chart",
 }
 USAGE = f"""usage: python -m training <command> [options]

