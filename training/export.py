@@ -741,7 +741,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"spec back unchanged; max |exported - torch| = {result.max_abs_diff:.2e} <= "
             f"{result.tolerance:g} on inputs {[list(s) for s in result.checked_shapes]}"
         )
+    licence = write_weights_licence(results[0].spec, args.output.parent)
+    if licence is not None:
+        print(
+            f"{licence}: the pretrained weights' licence and notices; redistribute it with the model "
+            "(and say so in its model card)"
+        )
     return 0
+
+
+def write_weights_licence(spec: ModelSpec, folder: Path) -> Path | None:
+    """``WEIGHTS_LICENSE.txt`` in ``folder`` when the model was fine-tuned from weights whose licence
+    asks to travel with it (``training.pretrained`` of its spec); None when nothing is asked."""
+    from .nets.pretrained import WEIGHTS_LICENCE_FILE, weights_licence_text
+
+    text = weights_licence_text(spec.training.get("pretrained"))
+    if text is None:
+        return None
+    path = folder / WEIGHTS_LICENCE_FILE
+    with atomic_file(path, sidecars=()) as temp:
+        temp.write_text(text, encoding="utf-8")
+    return path
 
 
 def _main_from_onnx(args: argparse.Namespace) -> int:

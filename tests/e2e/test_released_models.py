@@ -156,3 +156,23 @@ def test_every_released_model_has_a_fixed_input_of_its_tile_size(model):
         f"{model.parent.name}: input {dims}, tile_size {spec.tile_size}; fix it with python -m training "
         f"export --from-onnx {model.relative_to(model.parents[2])} --output ..."
     )
+
+
+@pytest.mark.parametrize("model", RELEASED, ids=[path.parent.name for path in RELEASED])
+def test_a_model_fine_tuned_from_licensed_weights_ships_their_licence(model):
+    """Apache-2.0 (the bundled ImageNet EfficientNet-Lite weights) asks that a redistributed
+    derivative carry the licence and the copyright notices: a released model whose spec names such
+    weights holds WEIGHTS_LICENSE.txt (notices, then the licence text) and its card says so."""
+    loaded = onnx.load(str(model), load_external_data=False)
+    spec = ModelSpec.from_metadata({prop.key: prop.value for prop in loaded.metadata_props})
+    pretrained = spec.training.get("pretrained") or {}
+    card = (model.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
+    licence_file = model.parent / "WEIGHTS_LICENSE.txt"
+    if not pretrained.get("licence"):
+        assert not licence_file.exists(), f"{model.parent.name}: a licence file but no pretrained weights"
+        return
+    assert pretrained["licence"] == "Apache-2.0", pretrained
+    text = licence_file.read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "Copyright" in text and pretrained["source"] in text
+    assert "WEIGHTS_LICENSE.txt" in card and "Apache-2.0" in card

