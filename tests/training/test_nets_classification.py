@@ -3,6 +3,8 @@ catches up when trained from scratch."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -35,3 +37,24 @@ def test_unknown_backbones_are_refused():
     assert "resnet18" in BACKBONES and "vgg16" not in BACKBONES
     with pytest.raises(ValueError, match="Unknown backbone 'vgg16'"):
         build_classifier("vgg16", in_channels=3, num_classes=2)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "weights"),
+    [
+        ("resnet18", None),
+        ("mobilenet_v2", None),
+        ("tf_efficientnet_lite0", None),
+        ("tf_efficientnet_lite0", "imagenet-efficientnet-lite0"),
+    ],
+)
+def test_a_new_head_starts_undecided(backbone, weights):
+    """A fresh 2-class head starts near ln 2 (torchvision's ResNet-18 leans one way a little, about
+    1.0). timm's own EfficientNet head init gave logits of about 10 and a first loss of 3.5, which a
+    frozen backbone's head spent its first epochs undoing."""
+    torch.manual_seed(0)
+    net = build_classifier(backbone, 3, 2, weights).eval()
+    with torch.no_grad():
+        logits = net(torch.randn(8, 3, 128, 128))
+    loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 2, (8,)))
+    assert logits.abs().max() < 2.0 and abs(loss.item() - math.log(2)) < 0.5, (logits, loss)

@@ -67,6 +67,17 @@ def _replace_head(net: nn.Module, num_classes: int) -> None:
     net.classifier[-1] = nn.Linear(last.in_features, num_classes)
 
 
+def _small_head(head: nn.Linear) -> None:
+    """Re-initialise a new timm head as torchvision's MobileNets do (normal, std 0.01; bias 0).
+
+    timm's EfficientNet draws it uniform in +-1/sqrt(classes): +-0.71 for 2 classes, which on 1280
+    pooled features gives logits of about 10 and a first loss of 3.5 (ln 2 = 0.69 expected); with a
+    frozen backbone the head then spends its whole first phase shrinking them.
+    """
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
+
+
 def build_classifier(
     backbone: str, in_channels: int, num_classes: int, weights: str | None = None
 ) -> nn.Module:
@@ -79,6 +90,7 @@ def build_classifier(
     if backbone in LITE_ARCHITECTURES:
         # timm's BatchNorm momentum is already 0.1, so a from-scratch net needs no change.
         net = create_lite(backbone, num_classes=num_classes, in_chans=in_channels)
+        _small_head(net.classifier)
         if is_imagenet_weights(weights):
             load_imagenet_weights(net, weights, backbone)
         elif pretrain is not None:
