@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec
+from rsdl_qgis_plugin.core.errors import RsdlError
 
 from .data import (
     ChipsDataModule,
@@ -43,11 +44,17 @@ DATAMODULES: dict[str, type[RsdlDataModule]] = {
 }
 
 
+class CheckpointNotFoundError(RsdlError, FileNotFoundError):
+    """A checkpoint path that names no file: the commands report it in one line, as other bad input."""
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint's content (``weights_only=True``) on the CPU."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
+        near = sorted(p.name for p in path.parent.glob("*.ckpt")) if path.parent.is_dir() else []
+        hint = f" That folder holds: {', '.join(near)}." if near else ""
+        raise CheckpointNotFoundError(f"Checkpoint '{path}' does not exist.{hint}")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -98,8 +98,28 @@ def test_unknown_classes_and_missing_files_are_refused(task, tmp_path):
     torch.save({"state_dict": task.state_dict(), HPARAMS_KEY: hparams}, path)
     with pytest.raises(ValueError, match="names task 'EvilTask'"):
         load_checkpoint_net(path)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"does not exist\. That folder holds: foreign\.ckpt"):
         load_checkpoint_net(tmp_path / "absent.ckpt")
+
+
+def test_a_missing_checkpoint_is_one_line_from_the_commands(tmp_path, capsys):
+    """Export, evaluate and explain report a mistyped checkpoint name (and the ones that exist) as bad
+    input, not with a traceback."""
+    from training.evaluate import main as evaluate_main
+    from training.export import main as export_main
+
+    (tmp_path / "best-024-0.1901.ckpt").write_bytes(b"")
+    missing = str(tmp_path / "best-024-0.1900.ckpt")
+    assert export_main(["--checkpoint", missing, "--output", str(tmp_path / "m.onnx")]) == 1
+    assert "export failed: Checkpoint" in capsys.readouterr().err
+    config = tmp_path / "fit.yaml"
+    config.write_text("data: {}\n")
+    assert (
+        evaluate_main(["--checkpoint", missing, "--config", str(config), "--output", str(tmp_path / "e")])
+        == 1
+    )
+    assert "holds: best-024-0.1901.ckpt" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 # -- checkpoints of a real fit (the session's ``trained`` fixture) -------------------------------------
