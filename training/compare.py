@@ -98,7 +98,13 @@ def compare_run(
 ) -> ComparedRun:
     """Evaluate, export and time one checkpoint (see the module docstring)."""
     from .checkpoints import load_checkpoint_net, load_task
-    from .evaluate import dataloader, evaluate, find_metrics_csv, load_datamodule
+    from .evaluate import (
+        dataloader,
+        evaluate,
+        find_metrics_csv,
+        load_datamodule,
+        with_model_normalisation,
+    )
     from .export import export_onnx
 
     task = load_task(checkpoint)
@@ -112,7 +118,7 @@ def compare_run(
     metrics = evaluate(
         net,
         spec,
-        dataloader(load_datamodule(config), split),
+        dataloader(with_model_normalisation(load_datamodule(config), spec), split),
         folder,
         find_metrics_csv(checkpoint),
         device,

@@ -268,6 +268,21 @@ def load_datamodule(config: str | os.PathLike) -> Any:
         raise RsdlError(f"The data section of '{config}' cannot be built: {error}") from error
 
 
+def with_model_normalisation(datamodule: Any, spec: ModelSpec) -> Any:
+    """``datamodule`` set to normalise as the model was trained (the spec's mean, std and scale).
+
+    A config rebuilds the data as its file says; a fit run with other values on the command line
+    (``--data.init_args.mean`` for ImageNet weights) would otherwise be fed other numbers than it
+    learnt on, and score worse than it is. rsdl's data modules take them; others are left as built.
+    """
+    known = all(hasattr(datamodule, name) for name in ("mean", "std", "max_pixel_value"))
+    if known and spec.standardization_mean is not None and spec.standardization_std is not None:
+        datamodule.mean = list(spec.standardization_mean)
+        datamodule.std = list(spec.standardization_std)
+        datamodule.max_pixel_value = spec.max_pixel_value
+    return datamodule
+
+
 def dataloader(datamodule: Any, split: str) -> Iterable[dict[str, torch.Tensor]]:
     """The datamodule's validation or test loader, after its ``setup``."""
     datamodule.prepare_data()
@@ -331,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         net, spec = load_checkpoint_net(args.checkpoint)
-        loader = dataloader(load_datamodule(args.config), args.split)
+        loader = dataloader(with_model_normalisation(load_datamodule(args.config), spec), args.split)
         metrics_csv = args.metrics_csv or find_metrics_csv(args.checkpoint)
         result = evaluate(
             net,

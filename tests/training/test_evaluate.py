@@ -257,3 +257,26 @@ def test_predicted_classes_follow_the_plugins_rule(seg_thresh, channels):
     np.testing.assert_array_equal(predicted, np.stack(expected))
     if seg_thresh == 0.7 and channels == 4:
         assert (predicted == 0).mean() > (logits.argmax(dim=1) == 0).float().mean()  # the rule applies
+
+
+def test_the_data_are_normalised_as_the_model_was_trained(chips_folder, tmp_path):
+    """A fit given other mean/std on its command line (ImageNet weights' own) is evaluated with those,
+    not with the values its config file would measure."""
+    from training.data import ChipsDataModule
+    from training.evaluate import with_model_normalisation
+
+    module = ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path))
+    spec = ModelSpec(
+        standardization_mean=(0.498, 0.498, 0.498),
+        standardization_std=(0.502, 0.502, 0.502),
+        max_pixel_value=255.0,
+    )
+    with_model_normalisation(module, spec).setup("validate")
+    built = module.model_spec()
+    assert built.standardization_mean == spec.standardization_mean
+    assert built.standardization_std == spec.standardization_std
+    image = module.datasets["val"][0]["image"]
+    raw = ChipsDataModule(str(chips_folder), cache_dir=str(tmp_path / "raw"), mean=[0.0] * 3, std=[1.0] * 3)
+    raw.setup("validate")
+    expected = (raw.datasets["val"][0]["image"] - 0.498) / 0.502
+    assert torch.allclose(image, expected, atol=1e-5)
