@@ -65,3 +65,16 @@ def test_without_data_the_classes_are_numbered():
     assert task.class_names() == {0: "class_0", 1: "class_1"}
     spec = task.model_spec()
     assert spec.model_type == ModelType.SEGMENTOR and "metrics" not in spec.training
+
+
+def test_a_fit_validating_every_few_epochs_steps_the_plateau_schedule_with_it(chips_folder, tmp_path):
+    """--trainer.check_val_every_n_epoch 2: the learning-rate plateau waits for the validation loss
+    (Lightning raised 'ReduceLROnPlateau conditioned on metric val_loss which is not available')."""
+    from tests.training.conftest import quick_trainer
+    from training.data import ChipsDataModule
+
+    data = ChipsDataModule(str(chips_folder), batch_size=4, cache_dir=str(tmp_path / "cache"))
+    task = SegmentationTask(data.num_classes, data.in_channels, encoder="resnet18")
+    trainer = quick_trainer(tmp_path, epochs=3, check_val_every_n_epoch=2)
+    trainer.fit(task, datamodule=data)
+    assert trainer.current_epoch == 3 and trainer.lr_scheduler_configs[0].frequency == 2

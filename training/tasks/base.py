@@ -166,7 +166,11 @@ class RsdlTask(pl.LightningModule):
             patience=self.hparams.lr_patience,
             min_lr=MIN_LR,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR}}
+        # Stepped when the monitored loss exists: with --trainer.check_val_every_n_epoch N it is
+        # logged every N epochs only, and Lightning refuses a plateau scheduler stepped in between.
+        every = getattr(self._trainer, "check_val_every_n_epoch", None) if self._trainer is not None else None
+        schedule = {"scheduler": scheduler, "monitor": MONITOR, "frequency": every or 1}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     # -- the model contract -------------------------------------------------------------------
 
