@@ -314,3 +314,15 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def no_network(monkeypatch):
     """The test runs with the network blocked (see ``block_network``)."""
     block_network(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for the module: for small passes one thread is faster than two that wait
+    on each other on a busy CPU. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

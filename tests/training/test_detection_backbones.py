@@ -10,8 +10,6 @@ as a detector. All of it with sockets blocked: nothing may download.
 
 from __future__ import annotations
 
-import socket
-
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from timm.models._manipulate import adapt_input_conv
 from torch.utils.data import DataLoader
 
 from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
+from tests.training.conftest import block_network
 from training.data.objects import collate_objects
 from training.export import export_onnx
 from training.nets import backbone_blocks
@@ -33,22 +32,11 @@ SIZE = 64
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket, "socket", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+def offline(monkeypatch):
+    block_network(monkeypatch)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small passes: one thread is faster than two that wait on each other on a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -38,13 +38,7 @@ ANIMAL_CLASSES = range(398)
 CROP_PADDING = 32  # the reference evaluation resizes to size + 32, then centre-crops
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small forward passes: one thread is faster than two that wait on each other on a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -49,13 +49,7 @@ QUICK = ["--tile-size", "64", "--batch-size", "4", "--num-workers", "0", "--acce
 HEAD_NAMES = ("projection", "prediction", "momentum")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small nets and batches: one thread is faster than two that wait on each other on a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pretrain(args: list[str], offline: bool = True) -> int:
