@@ -4,9 +4,10 @@
         --run scratch=runs/a/best.ckpt --run imagenet=runs/b/best.ckpt --output runs/compare_x
 
 For each ``NAME=CHECKPOINT`` the command runs ``evaluate`` on the split (report in
-``OUTPUT/NAME/``), exports the net to ONNX as a release would (``OUTPUT/NAME/model.onnx``,
-verified against torch) and times it on the CPU through the plugin's own backend: one chip at the
-model's tile size, after ``WARMUP_RUNS`` untimed runs, the median of ``--timed-runs``. Then it
+``OUTPUT/NAME/``) and exports the net to ONNX as a release would (``OUTPUT/NAME/model.onnx``,
+verified against torch). Then it times every file on the CPU through the plugin's own backend:
+one chip at the model's tile size, after ``WARMUP_RUNS`` untimed runs, the median of
+``--timed-runs``, the models taking turns chip by chip so that a busy moment falls on all alike. It
 writes ``comparison.json``, ``comparison.md`` (a table: accuracy or IoU, per-class recall or IoU,
 parameters, ONNX size, CPU ms per chip) and ``comparison.png`` (a chart of the same).
 
@@ -18,6 +19,7 @@ nets); detectors are not compared here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -65,20 +67,28 @@ def parse_run(text: str) -> tuple[str, Path]:
     return name, Path(checkpoint)
 
 
-def cpu_ms_per_chip(model_path: Path, bands: int, tile_size: int, timed_runs: int) -> float:
-    """Median milliseconds of one chip through the plugin's CPU backend (after a warm-up)."""
+def cpu_ms_per_chip(model_paths: Sequence[Path], timed_runs: int) -> list[float]:
+    """Median milliseconds of one chip (at each model's own input size) through the plugin's CPU
+    backend, per model. The models take turns, one chip each per round, so a busier moment of the
+    machine falls on all of them alike rather than on whichever was timed then."""
     from rsdl_qgis_plugin.inference.backends import load_model
 
-    backend = load_model(model_path, device="cpu")
-    chip = np.random.default_rng(0).standard_normal((1, bands, tile_size, tile_size)).astype(np.float32)
-    for _ in range(WARMUP_RUNS):
-        backend.run(chip)
-    times = []
+    backends = [load_model(path, device="cpu") for path in model_paths]
+    rng = np.random.default_rng(0)
+    chips = [
+        rng.standard_normal((1, len(b.spec.bands), b.spec.tile_size, b.spec.tile_size)).astype(np.float32)
+        for b in backends
+    ]
+    for backend, chip in zip(backends, chips):
+        for _ in range(WARMUP_RUNS):
+            backend.run(chip)
+    times: list[list[float]] = [[] for _ in backends]
     for _ in range(timed_runs):
-        start = time.perf_counter()
-        backend.run(chip)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+        for index, (backend, chip) in enumerate(zip(backends, chips)):
+            start = time.perf_counter()
+            backend.run(chip)
+            times[index].append((time.perf_counter() - start) * 1000.0)
+    return [statistics.median(values) for values in times]
 
 
 def _pretrained(training: dict[str, Any]) -> str:
@@ -94,9 +104,10 @@ def _architecture(training: dict[str, Any], hparams: dict[str, Any]) -> str:
 
 
 def compare_run(
-    name: str, checkpoint: Path, config: Path, split: str, output: Path, timed_runs: int, device: str
+    name: str, checkpoint: Path, config: Path, split: str, output: Path, device: str
 ) -> ComparedRun:
-    """Evaluate, export and time one checkpoint (see the module docstring)."""
+    """Evaluate and export one checkpoint (see the module docstring); its CPU time is measured with
+    the others' afterwards (``cpu_ms_per_chip``)."""
     from .checkpoints import load_checkpoint_net, load_task
     from .evaluate import (
         dataloader,
@@ -136,7 +147,7 @@ def compare_run(
         pretrained=_pretrained(spec.training),
         parameters=sum(p.numel() for p in net.parameters()),
         onnx_mb=exported.path.stat().st_size / 1e6,
-        cpu_ms_per_chip=cpu_ms_per_chip(exported.path, len(spec.bands), tile_size, timed_runs),
+        cpu_ms_per_chip=float("nan"),
         tile_size=tile_size,
         headline="accuracy" if classification else "mean IoU",
         headline_value=metrics["overall_accuracy"] if classification else metrics["mean_iou"],
@@ -194,9 +205,10 @@ def comparison_figure(runs: Sequence[ComparedRun]) -> Any:
             label=f"{runs[0].per_class_metric} {name}",
         )
     bars.set_xticks(positions + width * len(classes) / 2, [run.name for run in runs], rotation=20, ha="right")
-    bars.set_ylim(0, 1)
+    bars.set_ylim(0, 1.2)  # room above the bars for the legend
+    bars.set_yticks(np.linspace(0, 1, 6))
     bars.set_title("held-out quality")
-    bars.legend(fontsize="small", loc="lower right")
+    bars.legend(fontsize="small", loc="upper center", ncol=len(classes) + 1)
     bars.grid(axis="y", alpha=0.3)
     for run in runs:
         scatter.scatter(run.cpu_ms_per_chip, run.headline_value or 0.0, s=30 + 8 * run.onnx_mb, alpha=0.6)
@@ -207,6 +219,7 @@ def comparison_figure(runs: Sequence[ComparedRun]) -> Any:
             xytext=(6, 4),
             textcoords="offset points",
         )
+    scatter.margins(x=0.25, y=0.25)  # room for the labels
     scatter.set_xlabel("CPU ms per chip (onnxruntime)")
     scatter.set_ylabel(runs[0].headline)
     scatter.set_title("quality against speed (marker area: ONNX size)")
@@ -289,15 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[ComparedRun] = []
     try:
         for name, checkpoint in args.run:
-            print(f"{name}: evaluating, exporting and timing {checkpoint} ...", flush=True)
-            runs.append(
-                compare_run(
-                    name, checkpoint, args.config, args.split, args.output, args.timed_runs, args.device
-                )
-            )
+            print(f"{name}: evaluating and exporting {checkpoint} ...", flush=True)
+            runs.append(compare_run(name, checkpoint, args.config, args.split, args.output, args.device))
         kinds = {run.per_class_metric for run in runs}
         if len(kinds) > 1:
             raise RsdlError("The checkpoints mix classifiers and segmentation nets; compare like with like.")
+        print(f"timing {len(runs)} models on the CPU, taking turns ...", flush=True)
+        models = [args.output / run.name / "model.onnx" for run in runs]
+        timings = cpu_ms_per_chip(models, args.timed_runs)
+        runs = [dataclasses.replace(run, cpu_ms_per_chip=ms) for run, ms in zip(runs, timings)]
         write_comparison(runs, args.output, args.split)
     except RsdlError as error:
         print(f"compare failed: {error}", file=sys.stderr)
