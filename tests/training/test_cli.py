@@ -52,7 +52,7 @@ def cli_fits(chips_folder, photo_folder, start_training, tmp_path_factory):
             "--data.init_args.chip_size=64",
             "--data.init_args.block_size=256",
             "--data.init_args.batch_size=2",
-            "--model.init_args.encoder=resnet18",
+            # the released net as configured: EfficientNet-Lite0 U-Net from the bundled ImageNet weights
             f"--data.init_args.cache_dir={cache}",
         ]
         runs["kampala_instances"] = [
