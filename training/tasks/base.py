@@ -25,6 +25,7 @@ from rsdl_qgis_plugin.core.contract.model_spec import ModelSpec, ModelType
 from ..data.base import CLASS_PATH_KEY
 from ..data.classes import IGNORE_INDEX
 from ..nets.pretrained import weights_provenance
+from .finetuning import UnfreezeLastBlocks
 from .losses import set_class_weights
 from .metrics import flatten, make_loss_mean, make_metrics
 
@@ -154,6 +155,17 @@ class RsdlTask(pl.LightningModule):
         self._log_stage_metrics("test")
 
     # -- optimisation -------------------------------------------------------------------------
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Transfer learning in two phases for tasks that offer ``freeze_backbone`` (classifiers,
+        detectors): see ``UnfreezeLastBlocks``."""
+        if not self.hparams.get("freeze_backbone"):
+            return []
+        return [
+            UnfreezeLastBlocks(
+                self.hparams.unfreeze_at_epoch, self.hparams.unfreeze_blocks, self.hparams.finetune_lr_factor
+            )
+        ]
 
     def configure_optimizers(self) -> dict[str, Any]:
         # Frozen parameters stay out; the fine-tuning callback adds them as a group later.

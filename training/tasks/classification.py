@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
-
 from rsdl_qgis_plugin.core.contract.model_spec import ModelType
 
 from ..data.classes import IGNORE_INDEX
 from ..nets.classification import build_classifier
 from ..nets.imagenet import LITE_ARCHITECTURES
 from .base import RsdlTask
-from .finetuning import UnfreezeLastBlocks
 from .losses import build_loss
 
 
@@ -59,15 +56,6 @@ class ClassificationTask(RsdlTask):
         self.save_plain_hyperparameters()
         self.net = build_classifier(backbone, in_channels, num_classes, weights)
         self.loss = build_loss(loss, num_classes, IGNORE_INDEX, "multiclass", focal_gamma, segmentation=False)
-
-    def configure_callbacks(self) -> list[pl.Callback]:
-        if not self.hparams.freeze_backbone:
-            return []
-        return [
-            UnfreezeLastBlocks(
-                self.hparams.unfreeze_at_epoch, self.hparams.unfreeze_blocks, self.hparams.finetune_lr_factor
-            )
-        ]
 
     def spec_training_info(self) -> dict[str, Any]:
         info = super().spec_training_info()

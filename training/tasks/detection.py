@@ -24,7 +24,6 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
@@ -40,7 +39,6 @@ from ..nets.detection import (
     split_architecture,
 )
 from .base import RsdlTask
-from .finetuning import UnfreezeLastBlocks
 from .metrics import make_loss_mean, metric_key
 
 MASK_THRESHOLD = 0.5  # a predicted mask's pixels: probability above this (rsdl's decoder's rule)
@@ -168,15 +166,6 @@ class DetectionTask(RsdlTask):
             }
         )
         self.stage_loss = nn.ModuleDict({stage: make_loss_mean() for stage in ("val", "test")})
-
-    def configure_callbacks(self) -> list[pl.Callback]:
-        if not self.hparams.freeze_backbone:
-            return []
-        return [
-            UnfreezeLastBlocks(
-                self.hparams.unfreeze_at_epoch, self.hparams.unfreeze_blocks, self.hparams.finetune_lr_factor
-            )
-        ]
 
     def make_stage_metrics(self, num_classes: int) -> nn.Module:
         # Replaced in __init__ by MeanAveragePrecision once the architecture is known.
